@@ -1,0 +1,9 @@
+"""The HTTP layer: parse, call a use case, render the OpenAI shape. No SQL, no rules."""
+
+from __future__ import annotations
+
+from starlette.routing import BaseRoute
+
+from batchd.api import batches, files, health
+
+routes: list[BaseRoute] = [*files.routes, *batches.routes, *health.routes]

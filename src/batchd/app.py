@@ -1,0 +1,66 @@
+"""create_app(settings): the ASGI application, with a lifespan that opens and closes everything."""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+from collections.abc import AsyncIterator
+
+from starlette.applications import Starlette
+from starlette.middleware import Middleware
+
+from batchd.api import routes
+from batchd.api.errors import EXCEPTION_HANDLERS
+from batchd.api.middleware import AuthMiddleware, RequestIdMiddleware
+from batchd.batches import Batches
+from batchd.blobstore import open_blobstore
+from batchd.clock import Clock, SystemClock
+from batchd.files import Files
+from batchd.settings import Settings
+from batchd.store import open_store
+from batchd.upstreams import build_upstreams
+from batchd.worker import Worker
+
+log = logging.getLogger("batchd")
+
+SHUTDOWN_GRACE = 10.0
+
+
+def create_app(settings: Settings, clock: Clock | None = None) -> Starlette:
+    clock = clock or SystemClock()
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: Starlette) -> AsyncIterator[None]:
+        store = await open_store(settings.resolved_database_url)
+        blobs = open_blobstore(settings.blob_dir)
+        await blobs.check()
+        router = build_upstreams(settings)
+        await router.open()
+        worker = Worker(settings, store, blobs, router, clock) if settings.run_worker else None
+        app.state.files = Files(settings, store, blobs, clock)
+        app.state.batches = Batches(
+            settings, store, clock, on_change=worker.notify if worker else lambda: None
+        )
+        if not settings.api_keys:
+            log.warning("auth_disabled: no --api-key given, so any bearer token is accepted")
+        if worker is not None:
+            await worker.start()
+        try:
+            yield
+        finally:
+            if worker is not None:
+                await worker.stop(SHUTDOWN_GRACE)
+            await router.close()
+            await store.close()
+
+    return Starlette(
+        routes=routes,
+        lifespan=lifespan,
+        exception_handlers=EXCEPTION_HANDLERS,
+        middleware=[
+            Middleware(RequestIdMiddleware),
+            Middleware(
+                AuthMiddleware, projects_by_key={k.key: k.project for k in settings.api_keys}
+            ),
+        ],
+    )

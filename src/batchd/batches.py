@@ -1,0 +1,162 @@
+"""Use cases of the Batches API: create, retrieve, list, cancel."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+from batchd import ids
+from batchd.clock import Clock, whole_seconds
+from batchd.errors import Conflict, InvalidRequest, NotFound
+from batchd.files import check_expiry
+from batchd.lifecycle import CANCELLABLE
+from batchd.models import ENDPOINTS, TERMINAL, Batch, BatchStatus
+from batchd.settings import Settings
+from batchd.store import Page, SqlStore
+
+MAX_METADATA_PAIRS, MAX_METADATA_KEY, MAX_METADATA_VALUE = 16, 64, 512
+
+
+class Batches:
+    def __init__(
+        self,
+        settings: Settings,
+        store: SqlStore,
+        clock: Clock,
+        on_change: Callable[[], None] = lambda: None,
+    ) -> None:
+        self._settings = settings
+        self._store = store
+        self._clock = clock
+        self._on_change = on_change
+
+    async def create(self, project: str, params: dict[str, Any]) -> Batch:
+        input_file_id = _required_string(params, "input_file_id")
+        endpoint = _required_string(params, "endpoint")
+        window = _required_string(params, "completion_window")
+        if endpoint not in ENDPOINTS:
+            raise InvalidRequest(
+                f"Invalid value for 'endpoint': {endpoint!r}. Supported values are: "
+                + ", ".join(f"'{e}'" for e in ENDPOINTS)
+                + ".",
+                code="invalid_value",
+                param="endpoint",
+            )
+        window_seconds = self._settings.window_seconds(window)
+        if window_seconds is None:
+            raise InvalidRequest(
+                f"Invalid value for 'completion_window': {window!r}. Supported values are: "
+                + ", ".join(f"'{w}'" for w in self._settings.completion_windows)
+                + ".",
+                code="invalid_value",
+                param="completion_window",
+            )
+        now = whole_seconds(self._clock)
+        batch = Batch(
+            id=ids.batch_id(),
+            project=project,
+            endpoint=endpoint,
+            input_file_id=input_file_id,
+            completion_window=window,
+            status=BatchStatus.VALIDATING,
+            created_at=now,
+            expires_at=now + window_seconds,
+            metadata=_metadata(params.get("metadata")),
+            output_expires_after=_output_expiry(params.get("output_expires_after")),
+        )
+        await self._store.insert_batch(batch)
+        self._on_change()
+        return batch
+
+    async def get(self, project: str, batch_id: str) -> Batch:
+        batch = await self._store.get_batch(batch_id, project)
+        if batch is None:
+            raise NotFound(f"No batch found with id '{batch_id}'.", param="batch_id")
+        return batch
+
+    async def list(self, project: str, *, limit: int, after: str | None) -> Page[Batch]:
+        return await self._store.list_batches(project, limit=limit, after=after)
+
+    async def cancel(self, project: str, batch_id: str) -> Batch:
+        batch = await self.get(project, batch_id)
+        if batch.status in CANCELLABLE:
+            cancelled = await self._store.request_cancel(
+                batch_id, project, whole_seconds(self._clock)
+            )
+            assert cancelled is not None
+            self._on_change()
+            batch = cancelled
+        if batch.status in TERMINAL and batch.status is not BatchStatus.CANCELLED:
+            raise Conflict(f"Cannot cancel a batch with status '{batch.status.value}'.")
+        return batch
+
+
+def _required_string(params: dict[str, Any], name: str) -> str:
+    value = params.get(name)
+    if value is None:
+        raise InvalidRequest(
+            f"Missing required parameter: '{name}'.", code="missing_required_parameter", param=name
+        )
+    if not isinstance(value, str):
+        raise InvalidRequest(
+            f"Invalid type for '{name}': expected a string.", code="invalid_type", param=name
+        )
+    return value
+
+
+def _metadata(value: object) -> dict[str, str] | None:
+    if value is None:
+        return None
+    if not isinstance(value, dict):
+        raise InvalidRequest(
+            "Invalid type for 'metadata': expected an object.",
+            code="invalid_type",
+            param="metadata",
+        )
+    if len(value) > MAX_METADATA_PAIRS:
+        raise InvalidRequest(
+            f"Invalid 'metadata': at most {MAX_METADATA_PAIRS} pairs.",
+            code="invalid_value",
+            param="metadata",
+        )
+    for key, item in value.items():
+        if len(key) > MAX_METADATA_KEY:
+            raise InvalidRequest(
+                f"Invalid 'metadata': keys are at most {MAX_METADATA_KEY} characters.",
+                code="invalid_value",
+                param=f"metadata.{key}",
+            )
+        if not isinstance(item, str):
+            raise InvalidRequest(
+                f"Invalid type for 'metadata.{key}': expected a string.",
+                code="invalid_type",
+                param=f"metadata.{key}",
+            )
+        if len(item) > MAX_METADATA_VALUE:
+            raise InvalidRequest(
+                f"Invalid 'metadata.{key}': values are at most {MAX_METADATA_VALUE} characters.",
+                code="invalid_value",
+                param=f"metadata.{key}",
+            )
+    return dict(value)
+
+
+def _output_expiry(value: object) -> int | None:
+    if value is None:
+        return None
+    param = "output_expires_after"
+    if not isinstance(value, dict) or value.get("anchor") != "created_at":
+        raise InvalidRequest(
+            'Invalid \'output_expires_after\': expected {"anchor": "created_at", "seconds": N}.',
+            code="invalid_value",
+            param=param,
+        )
+    seconds = value.get("seconds")
+    if not isinstance(seconds, int) or isinstance(seconds, bool):
+        raise InvalidRequest(
+            "Invalid type for 'output_expires_after.seconds': expected an integer.",
+            code="invalid_type",
+            param=f"{param}.seconds",
+        )
+    check_expiry(seconds, f"{param}.seconds")
+    return seconds

@@ -1,0 +1,42 @@
+"""The seam for file bytes. Blobs are written once, through a writer that makes them appear
+whole or not at all, and read as streams or byte ranges."""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from collections.abc import AsyncIterator
+
+
+class BlobWriter(ABC):
+    """Bytes go in with ``write``; ``commit`` makes the blob visible and durable."""
+
+    size: int = 0
+
+    @abstractmethod
+    async def write(self, data: bytes) -> None: ...
+
+    @abstractmethod
+    async def commit(self) -> None: ...
+
+    @abstractmethod
+    async def abort(self) -> None: ...
+
+
+class BlobStore(ABC):
+    @abstractmethod
+    def writer(self, key: str) -> BlobWriter: ...
+
+    @abstractmethod
+    def read(self, key: str, *, chunk_size: int = 1 << 20) -> AsyncIterator[bytes]:
+        """The blob's bytes, a chunk at a time. Raises BlobNotFound."""
+
+    @abstractmethod
+    async def read_range(self, key: str, offset: int, length: int) -> bytes: ...
+
+    @abstractmethod
+    async def delete(self, key: str) -> None:
+        """Remove the blob; a missing blob is not an error."""
+
+    @abstractmethod
+    async def check(self) -> None:
+        """Raise unless the store can be written."""

@@ -1,0 +1,114 @@
+"""Blobs as files in a local folder. File I/O runs in threads, never on the event loop."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import secrets
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import BinaryIO
+
+from batchd.blobstore.base import BlobStore, BlobWriter
+from batchd.errors import BlobNotFound
+
+_WRITE_BUFFER = 1 << 20
+
+
+class LocalBlobWriter(BlobWriter):
+    """Writes to a temporary file beside the target; ``commit`` syncs and renames it."""
+
+    def __init__(self, path: Path) -> None:
+        self._path = path
+        self._temp = path.with_name(f".{path.name}.{secrets.token_hex(4)}.part")
+        self._file: BinaryIO | None = None
+        self._pending: list[bytes] = []
+        self._pending_size = 0
+        self.size = 0
+
+    async def write(self, data: bytes) -> None:
+        self._pending.append(data)
+        self._pending_size += len(data)
+        self.size += len(data)
+        if self._pending_size >= _WRITE_BUFFER:
+            await self._flush()
+
+    async def _flush(self) -> None:
+        chunk, self._pending, self._pending_size = b"".join(self._pending), [], 0
+        await asyncio.to_thread(self._write_sync, chunk)
+
+    def _write_sync(self, chunk: bytes) -> None:
+        if self._file is None:
+            self._path.parent.mkdir(parents=True, exist_ok=True)
+            self._file = open(self._temp, "wb")  # noqa: SIM115 - closed in commit/abort
+        self._file.write(chunk)
+
+    async def commit(self) -> None:
+        await self._flush()
+        await asyncio.to_thread(self._commit_sync)
+
+    def _commit_sync(self) -> None:
+        if self._file is None:
+            self._write_sync(b"")
+        assert self._file is not None
+        self._file.flush()
+        os.fsync(self._file.fileno())
+        self._file.close()
+        os.replace(self._temp, self._path)
+        directory = os.open(self._path.parent, os.O_RDONLY)
+        try:
+            os.fsync(directory)
+        finally:
+            os.close(directory)
+
+    async def abort(self) -> None:
+        await asyncio.to_thread(self._abort_sync)
+
+    def _abort_sync(self) -> None:
+        if self._file is not None:
+            self._file.close()
+        self._temp.unlink(missing_ok=True)
+
+
+class LocalBlobStore(BlobStore):
+    def __init__(self, root: Path) -> None:
+        self.root = root
+
+    def _path(self, key: str) -> Path:
+        if ".." in key.split("/") or key.startswith("/"):
+            raise ValueError(f"bad blob key {key!r}")
+        return self.root / key
+
+    def writer(self, key: str) -> BlobWriter:
+        return LocalBlobWriter(self._path(key))
+
+    async def read(self, key: str, *, chunk_size: int = 1 << 20) -> AsyncIterator[bytes]:
+        handle = await asyncio.to_thread(self._open, key)
+        try:
+            while chunk := await asyncio.to_thread(handle.read, chunk_size):
+                yield chunk
+        finally:
+            handle.close()
+
+    def _open(self, key: str) -> BinaryIO:
+        try:
+            return open(self._path(key), "rb")
+        except FileNotFoundError as exc:
+            raise BlobNotFound(f"blob {key} is missing") from exc
+
+    async def read_range(self, key: str, offset: int, length: int) -> bytes:
+        return await asyncio.to_thread(self._read_range_sync, key, offset, length)
+
+    def _read_range_sync(self, key: str, offset: int, length: int) -> bytes:
+        with self._open(key) as handle:
+            handle.seek(offset)
+            return handle.read(length)
+
+    async def delete(self, key: str) -> None:
+        await asyncio.to_thread(self._path(key).unlink, True)
+
+    async def check(self) -> None:
+        await asyncio.to_thread(self.root.mkdir, parents=True, exist_ok=True)
+        key = f".probe-{secrets.token_hex(4)}"
+        await self.writer(key).commit()
+        await self.delete(key)

@@ -1,0 +1,161 @@
+"""The command line: the only place that reads the environment and configures logging."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import signal
+import sys
+from pathlib import Path
+from typing import Any
+
+import click
+
+from batchd.errors import ConfigurationError
+from batchd.settings import Settings, load_settings
+
+_LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s %(message)s"
+
+
+def _configure_logging(level: str) -> None:
+    logging.basicConfig(level=level.upper(), format=_LOG_FORMAT, stream=sys.stderr)
+
+
+def _settings(config: Path | None, **flags: Any) -> Settings:
+    try:
+        return load_settings(config, **flags)
+    except ConfigurationError as exc:
+        raise click.UsageError(str(exc)) from exc
+
+
+_COMMON = [
+    click.option(
+        "--config",
+        type=click.Path(path_type=Path),
+        envvar="BATCHD_CONFIG",
+        help="A TOML config file (default: ./batchd.toml when present).",
+    ),
+    click.option(
+        "--data-dir",
+        type=click.Path(path_type=Path),
+        help="Where the SQLite database and file blobs live.",
+    ),
+    click.option("--database-url", help="sqlite:///PATH or postgresql://…"),
+    click.option(
+        "--upstream",
+        "upstreams",
+        multiple=True,
+        help="An OpenAI-compatible base URL, optionally MODEL[,MODEL]@URL. Repeatable.",
+    ),
+    click.option("--upstream-api-key", help="The bearer key sent to upstreams."),
+    click.option("--max-concurrency", type=int, help="Requests in flight per upstream."),
+    click.option(
+        "--completion-windows", help="Comma-separated windows a batch may ask for, e.g. 24h,7d."
+    ),
+    click.option("--log-level", help="debug, info, warning or error."),
+]
+
+
+def common_options(func: Any) -> Any:
+    for option in reversed(_COMMON):
+        func = option(func)
+    return func
+
+
+def _windows(text: str | None) -> list[str] | None:
+    return [w.strip() for w in text.split(",") if w.strip()] if text else None
+
+
+@click.group()
+@click.version_option(package_name="batchd")
+def main() -> None:
+    """batchd: the OpenAI Batch API, self-hosted."""
+
+
+@main.command()
+@common_options
+@click.option("--host", help="Address to listen on (default 127.0.0.1).")
+@click.option("--port", type=int, help="Port to listen on (default 8000).")
+@click.option(
+    "--api-key",
+    "api_keys",
+    multiple=True,
+    help="An accepted API key, KEY or PROJECT:KEY. Repeatable. None: any key is accepted.",
+)
+@click.option(
+    "--no-worker", is_flag=True, default=False, help="Serve the API only; run no batches."
+)
+def serve(
+    config: Path | None, completion_windows: str | None, no_worker: bool, **flags: Any
+) -> None:
+    """Serve the API and run batches in one process."""
+    import uvicorn
+
+    from batchd.app import create_app
+
+    settings = _settings(
+        config,
+        completion_windows=_windows(completion_windows),
+        run_worker=False if no_worker else None,
+        **flags,
+    )
+    _configure_logging(settings.log_level)
+    uvicorn.run(
+        create_app(settings),
+        host=settings.host,
+        port=settings.port,
+        log_level=settings.log_level.lower(),
+        access_log=False,
+        timeout_graceful_shutdown=15,
+    )
+
+
+@main.command()
+@common_options
+def worker(config: Path | None, completion_windows: str | None, **flags: Any) -> None:
+    """Run batches without serving the API."""
+    settings = _settings(config, completion_windows=_windows(completion_windows), **flags)
+    _configure_logging(settings.log_level)
+    asyncio.run(_run_worker(settings))
+
+
+async def _run_worker(settings: Settings) -> None:
+    from batchd.app import SHUTDOWN_GRACE
+    from batchd.blobstore import open_blobstore
+    from batchd.store import open_store
+    from batchd.upstreams import build_upstreams
+    from batchd.worker import Worker
+
+    store = await open_store(settings.resolved_database_url)
+    router = build_upstreams(settings)
+    await router.open()
+    engine = Worker(settings, store, open_blobstore(settings.blob_dir), router)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(signum, stop.set)
+    await engine.start()
+    await stop.wait()
+    await engine.stop(SHUTDOWN_GRACE)
+    await router.close()
+    await store.close()
+
+
+@main.command()
+@click.option("--config", type=click.Path(path_type=Path), envvar="BATCHD_CONFIG")
+@click.option("--data-dir", type=click.Path(path_type=Path))
+@click.option("--database-url")
+def migrate(config: Path | None, **flags: Any) -> None:
+    """Apply database migrations and exit."""
+    settings = _settings(config, **flags)
+
+    async def run() -> int:
+        from batchd.store import open_store
+
+        store = await open_store(settings.resolved_database_url, migrate=False)
+        try:
+            return await store.db.migrate()
+        finally:
+            await store.close()
+
+    click.echo(f"schema version {asyncio.run(run())}")

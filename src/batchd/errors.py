@@ -1,0 +1,94 @@
+"""The one exception tree of batchd.
+
+    BatchdError
+     ├── ApiError                    shown to a client in the OpenAI error envelope
+     │    ├── InvalidRequest         400 invalid_request_error
+     │    ├── AuthenticationFailed   401 authentication_error
+     │    ├── NotFound               404 invalid_request_error
+     │    └── Conflict               409 invalid_request_error (never retried by the SDKs)
+     ├── ConfigurationError          a setting that cannot work; raised at start-up
+     ├── StoreError                  the metadata store failed (driver errors translated)
+     ├── BlobNotFound                a blob the metadata points at is missing
+     └── UpstreamError               a model server gave no HTTP answer
+          ├── UpstreamTimeout        none in time
+          └── UpstreamUnreachable    the connection failed or was closed
+
+Each class's docstring is its default message.
+"""
+
+from __future__ import annotations
+
+
+class BatchdError(Exception):
+    """batchd failed."""
+
+    def __init__(self, message: str | None = None) -> None:
+        self.message = message or (type(self).__doc__ or "").strip()
+        super().__init__(self.message)
+
+
+class ApiError(BatchdError):
+    """The request could not be served."""
+
+    status_code = 400
+    type = "invalid_request_error"
+    headers: dict[str, str] = {}  # noqa: RUF012 - read-only, per class
+
+    def __init__(
+        self, message: str | None = None, *, code: str | None = None, param: str | None = None
+    ) -> None:
+        super().__init__(message)
+        self.code = code
+        self.param = param
+
+
+class InvalidRequest(ApiError):
+    """The request is invalid."""
+
+
+class AuthenticationFailed(ApiError):
+    """Incorrect API key provided."""
+
+    status_code = 401
+    type = "authentication_error"
+
+
+class NotFound(ApiError):
+    """Not found."""
+
+    status_code = 404
+
+
+class Conflict(ApiError):
+    """The request conflicts with the current state of the object."""
+
+    status_code = 409
+    headers = {"x-should-retry": "false"}  # noqa: RUF012 - both SDKs retry a 409 unless told not to
+
+
+class ConfigurationError(BatchdError):
+    """The configuration is invalid."""
+
+
+class StoreError(BatchdError):
+    """The metadata store failed."""
+
+
+class BlobNotFound(BatchdError):
+    """The blob does not exist."""
+
+
+class UpstreamError(BatchdError):
+    """The model server gave no answer."""
+
+    code = "server_error"
+
+
+class UpstreamTimeout(UpstreamError):
+    """The model server did not answer in time."""
+
+    code = "request_timeout"
+
+
+class UpstreamUnreachable(UpstreamError):
+    """The model server could not be reached or closed the connection without answering."""

@@ -1,0 +1,150 @@
+"""Use cases of the Files API: upload, list, retrieve, delete, download."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+
+import orjson
+
+from batchd import ids
+from batchd.blobstore import BlobStore, BlobWriter
+from batchd.clock import Clock, whole_seconds
+from batchd.errors import InvalidRequest, NotFound
+from batchd.models import UPLOAD_PURPOSES, StoredFile
+from batchd.settings import Settings
+from batchd.store import Page, SqlStore
+
+BATCH_FILE_TTL = 30 * 86400
+MIN_EXPIRY, MAX_EXPIRY = 3600, 2_592_000
+
+
+@dataclass(frozen=True)
+class Upload:
+    project: str
+    purpose: str
+    filename: str
+    chunks: AsyncIterator[bytes]
+    expires_after_seconds: int | None = None
+
+
+class Files:
+    def __init__(self, settings: Settings, store: SqlStore, blobs: BlobStore, clock: Clock) -> None:
+        self._settings = settings
+        self._store = store
+        self._blobs = blobs
+        self._clock = clock
+
+    async def upload(self, upload: Upload) -> StoredFile:
+        if upload.purpose not in UPLOAD_PURPOSES:
+            raise InvalidRequest(
+                f"Invalid value for 'purpose': {upload.purpose!r}. Supported values are: "
+                + ", ".join(f"'{p}'" for p in UPLOAD_PURPOSES)
+                + ".",
+                code="invalid_value",
+                param="purpose",
+            )
+        check_expiry(upload.expires_after_seconds, "expires_after[seconds]")
+        file_id = ids.file_id()
+        key = f"files/{file_id}"
+        writer = self._blobs.writer(key)
+        try:
+            await self._receive(upload, writer)
+        except BaseException:
+            await writer.abort()
+            raise
+        await writer.commit()
+        now = whole_seconds(self._clock)
+        stored = StoredFile(
+            id=file_id,
+            project=upload.project,
+            purpose=upload.purpose,
+            filename=upload.filename,
+            bytes=writer.size,
+            created_at=now,
+            expires_at=self._expiry(upload, now),
+            blob_key=key,
+        )
+        await self._store.insert_file(stored)
+        return stored
+
+    async def _receive(self, upload: Upload, writer: BlobWriter) -> None:
+        is_batch = upload.purpose == "batch"
+        limit = self._settings.max_batch_file_bytes if is_batch else self._settings.max_upload_bytes
+        first_line = FirstLine() if is_batch else None
+        async for chunk in upload.chunks:
+            if writer.size + len(chunk) > limit:
+                raise InvalidRequest("File is too large.", code="file_too_large", param="file")
+            if first_line is not None:
+                first_line.feed(chunk)
+            await writer.write(chunk)
+        if first_line is not None and not first_line.is_json_object():
+            raise InvalidRequest(
+                "Invalid file format for Batch API. Must be .jsonl",
+                code="invalid_file_format",
+                param="file",
+            )
+
+    def _expiry(self, upload: Upload, now: int) -> int | None:
+        if upload.expires_after_seconds is not None:
+            return now + upload.expires_after_seconds
+        return now + BATCH_FILE_TTL if upload.purpose == "batch" else None
+
+    async def get(self, project: str, file_id: str) -> StoredFile:
+        file = await self._store.get_file(project, file_id)
+        if file is None:
+            raise NotFound(f"No such File object: {file_id}", param="id")
+        return file
+
+    async def list(
+        self, project: str, *, purpose: str | None, limit: int, ascending: bool, after: str | None
+    ) -> Page[StoredFile]:
+        return await self._store.list_files(
+            project, purpose=purpose, limit=limit, ascending=ascending, after=after
+        )
+
+    async def delete(self, project: str, file_id: str) -> StoredFile:
+        file = await self._store.delete_file(project, file_id)
+        if file is None:
+            raise NotFound(f"No such File object: {file_id}", param="id")
+        if not await self._store.blob_in_use(file.id):
+            await self._blobs.delete(file.blob_key)
+        return file
+
+    async def content(self, project: str, file_id: str) -> tuple[StoredFile, AsyncIterator[bytes]]:
+        file = await self.get(project, file_id)
+        return file, self._blobs.read(file.blob_key)
+
+
+def check_expiry(seconds: int | None, param: str) -> None:
+    if seconds is not None and not MIN_EXPIRY <= seconds <= MAX_EXPIRY:
+        raise InvalidRequest(
+            f"Invalid '{param}': must be between {MIN_EXPIRY} and {MAX_EXPIRY} seconds.",
+            code="invalid_value",
+            param=param,
+        )
+
+
+class FirstLine:
+    """Collects the first non-blank line of a stream, to check that a batch file is JSONL."""
+
+    LIMIT = 64 * 1024 * 1024
+
+    def __init__(self) -> None:
+        self._buffer = bytearray()
+        self._done = False
+
+    def feed(self, chunk: bytes) -> None:
+        if self._done:
+            return
+        self._buffer += chunk
+        stripped = self._buffer.lstrip()
+        if b"\n" in stripped or len(self._buffer) > self.LIMIT:
+            self._done = True
+
+    def is_json_object(self) -> bool:
+        line = bytes(self._buffer).lstrip().split(b"\n", 1)[0]
+        try:
+            return isinstance(orjson.loads(line), dict)
+        except orjson.JSONDecodeError:
+            return False

@@ -1,0 +1,159 @@
+"""Domain types: what batchd knows about files, batches and the requests inside them.
+
+These are not wire shapes (see ``api/schemas.py``) and not table rows (see ``store/``).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from enum import StrEnum
+from typing import Any
+
+DEFAULT_PROJECT = "default"
+
+
+class BatchStatus(StrEnum):
+    VALIDATING = "validating"
+    FAILED = "failed"
+    IN_PROGRESS = "in_progress"
+    FINALIZING = "finalizing"
+    COMPLETED = "completed"
+    EXPIRED = "expired"
+    CANCELLING = "cancelling"
+    CANCELLED = "cancelled"
+
+
+TERMINAL = frozenset(
+    {BatchStatus.FAILED, BatchStatus.COMPLETED, BatchStatus.EXPIRED, BatchStatus.CANCELLED}
+)
+
+
+class RequestState(StrEnum):
+    """Where one input line stands. Only ``pending`` and ``running`` are unfinished."""
+
+    PENDING = "pending"
+    RUNNING = "running"
+    SUCCEEDED = "succeeded"  # a 2xx answer: its line goes to the output file
+    FAILED = "failed"  # a final error: its line goes to the error file
+    EXPIRED = "expired"  # never finished before the window ended: a batch_expired line
+    CANCELLED = "cancelled"  # skipped by a cancel: a batch_cancelled line
+
+
+UNFINISHED = frozenset({RequestState.PENDING, RequestState.RUNNING})
+
+ENDPOINTS = (
+    "/v1/responses",
+    "/v1/chat/completions",
+    "/v1/embeddings",
+    "/v1/completions",
+    "/v1/moderations",
+)
+
+UPLOAD_PURPOSES = ("batch", "assistants", "fine-tune", "vision", "user_data", "evals")
+OUTPUT_PURPOSE = "batch_output"
+
+
+@dataclass(frozen=True)
+class StoredFile:
+    id: str
+    project: str
+    purpose: str
+    filename: str
+    bytes: int
+    created_at: int
+    expires_at: int | None
+    blob_key: str
+
+
+@dataclass(frozen=True)
+class LineError:
+    """One reason a batch failed validation (``errors.data`` on the wire)."""
+
+    code: str
+    message: str
+    param: str | None = None
+    line: int | None = None
+
+
+@dataclass
+class Usage:
+    input_tokens: int = 0
+    cached_tokens: int = 0
+    output_tokens: int = 0
+    reasoning_tokens: int = 0
+    total_tokens: int = 0
+
+    def add(self, other: Usage) -> None:
+        for name in ("input_tokens", "cached_tokens", "output_tokens", "reasoning_tokens"):
+            setattr(self, name, getattr(self, name) + getattr(other, name))
+        self.total_tokens += other.total_tokens
+
+
+@dataclass
+class Batch:
+    id: str
+    project: str
+    endpoint: str
+    input_file_id: str
+    completion_window: str
+    status: BatchStatus
+    created_at: int
+    expires_at: int
+    metadata: dict[str, str] | None = None
+    output_expires_after: int | None = None
+    model: str | None = None
+    errors: list[LineError] | None = None
+    output_file_id: str | None = None
+    error_file_id: str | None = None
+    in_progress_at: int | None = None
+    finalizing_at: int | None = None
+    completed_at: int | None = None
+    failed_at: int | None = None
+    expired_at: int | None = None
+    cancelling_at: int | None = None
+    cancelled_at: int | None = None
+    total: int = 0
+    completed: int = 0
+    failed: int = 0
+    usage: Usage = field(default_factory=Usage)
+
+    @property
+    def is_terminal(self) -> bool:
+        return self.status in TERMINAL
+
+    def replace(self, **changes: Any) -> Batch:
+        return dataclasses.replace(self, **changes)
+
+
+@dataclass(frozen=True)
+class ClaimedRequest:
+    """An input line a worker holds a lease on, with where its bytes sit in the input blob."""
+
+    batch_id: str
+    line: int
+    custom_id: str
+    offset: int
+    length: int
+    attempts: int
+
+
+@dataclass(frozen=True)
+class IndexedLine:
+    """A valid input line, as validation records it."""
+
+    line: int
+    custom_id: str
+    offset: int
+    length: int
+
+
+@dataclass(frozen=True)
+class RequestResult:
+    """A request's final outcome: the output or error line to write, and what it used."""
+
+    batch_id: str
+    line: int
+    state: RequestState
+    output_line: bytes
+    usage: Usage | None = None

@@ -1,0 +1,157 @@
+"""The one Settings object. Read once at the entrypoint (``cli.py``) and passed down.
+
+Precedence, highest first: command-line flags, ``BATCHD_*`` environment variables, the config file
+(``batchd.toml``, or the path in ``--config`` / ``BATCHD_CONFIG``), the defaults below.
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+from typing import Any
+
+from pydantic import BaseModel, Field, field_validator, model_validator
+from pydantic_settings import (
+    BaseSettings,
+    PydanticBaseSettingsSource,
+    SettingsConfigDict,
+    TomlConfigSettingsSource,
+)
+
+from batchd.errors import ConfigurationError
+
+_DURATION = re.compile(r"^\s*(\d+)\s*([smhd])\s*$")
+_UNIT_SECONDS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
+
+
+def parse_duration(text: str) -> int:
+    """``"10s"``, ``"30m"``, ``"24h"``, ``"7d"`` → seconds."""
+    match = _DURATION.match(text)
+    if not match:
+        raise ValueError(f"not a duration like 10s, 30m, 24h or 7d: {text!r}")
+    return int(match.group(1)) * _UNIT_SECONDS[match.group(2)]
+
+
+class UpstreamSettings(BaseModel):
+    """An OpenAI-compatible model server. With ``models`` empty it serves any model."""
+
+    url: str
+    models: list[str] = Field(default_factory=list)
+    api_key: str | None = None
+    max_concurrency: int | None = Field(default=None, ge=1)
+    name: str | None = None
+
+    @classmethod
+    def parse(cls, text: str) -> UpstreamSettings:
+        """``URL`` or ``MODEL[,MODEL…]@URL`` (the command-line form)."""
+        head, sep, tail = text.partition("@")
+        if sep and "://" not in head:
+            models = [m.strip() for m in head.split(",") if m.strip()]
+            return cls(url=tail.strip(), models=models)
+        return cls(url=text.strip())
+
+    @property
+    def label(self) -> str:
+        return self.name or self.url
+
+
+class ApiKey(BaseModel):
+    key: str
+    project: str
+
+    @classmethod
+    def parse(cls, text: str) -> ApiKey:
+        """``KEY`` (project ``default``) or ``PROJECT:KEY``."""
+        project, sep, key = text.partition(":")
+        if sep and project and key:
+            return cls(key=key, project=project)
+        return cls(key=text, project="default")
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="BATCHD_", extra="forbid", toml_file="batchd.toml")
+
+    host: str = "127.0.0.1"
+    port: int = 8000
+    data_dir: Path = Path("batchd-data")
+    database_url: str | None = None
+    upstreams: list[UpstreamSettings] = Field(default_factory=list)
+    upstream_api_key: str | None = None
+    max_concurrency: int = Field(default=64, ge=1)
+    completion_windows: list[str] = Field(default_factory=lambda: ["24h"])
+    api_keys: list[ApiKey] = Field(default_factory=list)
+    max_upload_bytes: int = Field(default=512 * 1024 * 1024, ge=1)
+    max_batch_file_bytes: int = Field(default=200 * 1024 * 1024, ge=1)
+    max_requests_per_batch: int = Field(default=50_000, ge=1)
+    max_embedding_inputs: int = Field(default=50_000, ge=1)
+    request_timeout: float = Field(default=600.0, gt=0)
+    connect_timeout: float = Field(default=10.0, gt=0)
+    lease_seconds: float = Field(default=30.0, gt=0)
+    poll_interval: float = Field(default=0.5, gt=0)
+    run_worker: bool = True
+    log_level: str = "info"
+
+    @field_validator("upstreams", mode="before")
+    @classmethod
+    def _parse_upstreams(cls, value: Any) -> Any:
+        return [UpstreamSettings.parse(v) if isinstance(v, str) else v for v in value or []]
+
+    @field_validator("api_keys", mode="before")
+    @classmethod
+    def _parse_api_keys(cls, value: Any) -> Any:
+        return [ApiKey.parse(v) if isinstance(v, str) else v for v in value or []]
+
+    @field_validator("completion_windows")
+    @classmethod
+    def _check_windows(cls, value: list[str]) -> list[str]:
+        for window in value:
+            parse_duration(window)
+        return value
+
+    @model_validator(mode="after")
+    def _fill_upstream_defaults(self) -> Settings:
+        for upstream in self.upstreams:
+            if upstream.api_key is None:
+                upstream.api_key = self.upstream_api_key
+            if upstream.max_concurrency is None:
+                upstream.max_concurrency = self.max_concurrency
+        return self
+
+    @property
+    def resolved_database_url(self) -> str:
+        return self.database_url or f"sqlite:///{self.data_dir / 'batchd.db'}"
+
+    @property
+    def blob_dir(self) -> Path:
+        return self.data_dir / "files"
+
+    def window_seconds(self, window: str) -> int | None:
+        """Seconds in an offered completion window, or None when it is not offered."""
+        return parse_duration(window) if window in self.completion_windows else None
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        return (init_settings, env_settings, TomlConfigSettingsSource(settings_cls))
+
+
+def load_settings(config_file: Path | None = None, **overrides: Any) -> Settings:
+    """Settings from flags (``overrides``), the environment and a TOML file."""
+    given = {k: v for k, v in overrides.items() if v is not None and v != ()}
+    try:
+        if config_file is None:
+            return Settings(**given)
+        source_cls = type(
+            "FileSettings",
+            (Settings,),
+            {"model_config": {**Settings.model_config, "toml_file": config_file}},
+        )
+        return source_cls(**given)  # type: ignore[no-any-return]
+    except ValueError as exc:
+        raise ConfigurationError(str(exc)) from exc

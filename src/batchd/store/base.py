@@ -1,0 +1,73 @@
+"""The seam between the domain and a SQL database.
+
+``Database`` is what each engine implements (SQLite, PostgreSQL): connections, transactions and
+migrations. The queries themselves are written once, in ``sql.py``, in the SQL both engines speak,
+with ``$1``-style parameters.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from collections.abc import Sequence
+from contextlib import AbstractAsyncContextManager
+from dataclasses import dataclass
+from importlib import resources
+from typing import Any, Generic, Protocol, TypeVar
+
+
+class Row(Protocol):
+    """A result row: sqlite3.Row and asyncpg.Record both read columns by name."""
+
+    def __getitem__(self, key: str, /) -> Any: ...
+
+
+T = TypeVar("T")
+
+
+class Connection(Protocol):
+    async def execute(self, sql: str, *args: Any) -> None: ...
+
+    async def executemany(self, sql: str, rows: Sequence[Sequence[Any]]) -> None: ...
+
+    async def fetch(self, sql: str, *args: Any) -> list[Row]: ...
+
+
+class Database(ABC):
+    """One engine's connections. ``for_update`` locks claimed rows where the engine needs it."""
+
+    dialect: str
+    for_update: str = ""
+
+    @abstractmethod
+    async def open(self) -> None:
+        """Connect."""
+
+    @abstractmethod
+    def transaction(self) -> AbstractAsyncContextManager[Connection]:
+        """A write transaction, committed on exit, rolled back on an exception."""
+
+    @abstractmethod
+    def reader(self) -> AbstractAsyncContextManager[Connection]:
+        """A connection for reads that sees every committed write."""
+
+    @abstractmethod
+    async def migrate(self) -> int:
+        """Apply the migrations not yet applied; the schema version after."""
+
+    @abstractmethod
+    async def close(self) -> None: ...
+
+    def migrations(self) -> list[tuple[int, str]]:
+        """``(version, sql)`` for every migration of this dialect, in order."""
+        folder = resources.files("batchd.store") / "migrations" / self.dialect
+        found = []
+        for entry in folder.iterdir():
+            if entry.name.endswith(".sql"):
+                found.append((int(entry.name.split("_", 1)[0]), entry.read_text()))
+        return sorted(found)
+
+
+@dataclass(frozen=True)
+class Page(Generic[T]):
+    items: list[T]
+    has_more: bool

@@ -1,0 +1,80 @@
+"""PostgreSQL through an asyncpg pool. Claims lock rows with ``FOR UPDATE SKIP LOCKED`` so that
+any number of workers can share one database."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Sequence
+from contextlib import asynccontextmanager
+from typing import Any
+
+import asyncpg
+from asyncpg.pool import PoolConnectionProxy
+
+from batchd.errors import StoreError
+from batchd.store.base import Connection, Database, Row
+
+_MIGRATION_LOCK = 0x62617463  # any constant: one migrator at a time across processes
+
+
+class _PostgresConnection(Connection):
+    def __init__(self, conn: asyncpg.Connection | PoolConnectionProxy) -> None:
+        self._conn = conn
+
+    async def execute(self, sql: str, *args: Any) -> None:
+        await self._conn.execute(sql, *args)
+
+    async def executemany(self, sql: str, rows: Sequence[Sequence[Any]]) -> None:
+        await self._conn.executemany(sql, rows)
+
+    async def fetch(self, sql: str, *args: Any) -> list[Row]:
+        return list(await self._conn.fetch(sql, *args))
+
+
+class PostgresDatabase(Database):
+    dialect = "postgres"
+    for_update = "FOR UPDATE SKIP LOCKED"
+
+    def __init__(self, dsn: str, *, min_size: int = 2, max_size: int = 10) -> None:
+        self._dsn = dsn
+        self._sizes = (min_size, max_size)
+        self._pool: asyncpg.Pool | None = None
+
+    async def open(self) -> None:
+        try:
+            self._pool = await asyncpg.create_pool(
+                self._dsn, min_size=self._sizes[0], max_size=self._sizes[1]
+            )
+        except (OSError, asyncpg.PostgresError) as exc:
+            raise StoreError(f"cannot connect to PostgreSQL: {exc}") from exc
+
+    @asynccontextmanager
+    async def transaction(self) -> AsyncIterator[Connection]:
+        assert self._pool is not None, "open() first"
+        async with self._pool.acquire() as conn, conn.transaction():
+            yield _PostgresConnection(conn)
+
+    @asynccontextmanager
+    async def reader(self) -> AsyncIterator[Connection]:
+        assert self._pool is not None, "open() first"
+        async with self._pool.acquire() as conn:
+            yield _PostgresConnection(conn)
+
+    async def migrate(self) -> int:
+        async with self.transaction() as conn:
+            await conn.execute("SELECT pg_advisory_xact_lock($1)", _MIGRATION_LOCK)
+            await conn.execute(
+                "CREATE TABLE IF NOT EXISTS schema_migrations (version INTEGER PRIMARY KEY)"
+            )
+            rows = await conn.fetch("SELECT max(version) AS version FROM schema_migrations")
+            current = rows[0]["version"] or 0
+            for version, sql in self.migrations():
+                if version > current:
+                    await conn.execute(sql)
+                    await conn.execute("INSERT INTO schema_migrations VALUES ($1)", version)
+                    current = version
+            return int(current)
+
+    async def close(self) -> None:
+        if self._pool is not None:
+            await self._pool.close()
+            self._pool = None

@@ -1,0 +1,559 @@
+"""Every query batchd makes, written once for SQLite and PostgreSQL."""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from collections.abc import AsyncIterator, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import orjson
+
+from batchd.models import (
+    Batch,
+    BatchStatus,
+    ClaimedRequest,
+    IndexedLine,
+    LineError,
+    RequestResult,
+    RequestState,
+    StoredFile,
+    Usage,
+)
+from batchd.store.base import Connection, Database, Page, Row
+
+_FILE_COLUMNS = "id, project, purpose, filename, bytes, created_at, expires_at, blob_key"
+_PAGE_OF_RESULTS = 1000
+_IN_LIST_CHUNK = 500
+
+
+@dataclass(frozen=True)
+class FinishedLine:
+    line: int
+    custom_id: str
+    state: RequestState
+    result: bytes | None
+
+
+class SqlStore:
+    """The metadata store. Holds no state of its own: any number of processes may share it."""
+
+    def __init__(self, db: Database) -> None:
+        self.db = db
+
+    async def close(self) -> None:
+        await self.db.close()
+
+    # -- files -----------------------------------------------------------------------------
+
+    async def insert_file(self, file: StoredFile) -> None:
+        async with self.db.transaction() as conn:
+            await conn.execute(
+                f"INSERT INTO files ({_FILE_COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
+                *_file_values(file),
+            )
+
+    async def get_file(self, project: str, file_id: str) -> StoredFile | None:
+        async with self.db.reader() as conn:
+            rows = await conn.fetch(
+                f"SELECT {_FILE_COLUMNS} FROM files WHERE project = $1 AND id = $2",
+                project,
+                file_id,
+            )
+        return _file(rows[0]) if rows else None
+
+    async def list_files(
+        self, project: str, *, purpose: str | None, limit: int, ascending: bool, after: str | None
+    ) -> Page[StoredFile]:
+        where, args = ["project = $1"], [project]
+        if purpose is not None:
+            args.append(purpose)
+            where.append(f"purpose = ${len(args)}")
+        if after is not None:
+            args.append(after)
+            op = ">" if ascending else "<"
+            where.append(f"seq {op} (SELECT seq FROM files WHERE id = ${len(args)})")
+        order = "ASC" if ascending else "DESC"
+        sql = (
+            f"SELECT {_FILE_COLUMNS} FROM files WHERE {' AND '.join(where)} "
+            f"ORDER BY seq {order} LIMIT {int(limit) + 1}"
+        )
+        async with self.db.reader() as conn:
+            rows = await conn.fetch(sql, *args)
+        return Page([_file(r) for r in rows[:limit]], has_more=len(rows) > limit)
+
+    async def delete_file(self, project: str, file_id: str) -> StoredFile | None:
+        async with self.db.transaction() as conn:
+            rows = await conn.fetch(
+                f"DELETE FROM files WHERE project = $1 AND id = $2 RETURNING {_FILE_COLUMNS}",
+                project,
+                file_id,
+            )
+        return _file(rows[0]) if rows else None
+
+    async def blob_in_use(self, file_id: str) -> bool:
+        """Whether an unfinished batch still reads this file."""
+        async with self.db.reader() as conn:
+            rows = await conn.fetch(
+                "SELECT 1 FROM batches WHERE input_file_id = $1 AND status IN "
+                "('validating', 'in_progress', 'cancelling', 'finalizing') LIMIT 1",
+                file_id,
+            )
+        return bool(rows)
+
+    # -- batches ---------------------------------------------------------------------------
+
+    async def insert_batch(self, batch: Batch) -> None:
+        async with self.db.transaction() as conn:
+            await conn.execute(
+                "INSERT INTO batches (id, project, endpoint, input_file_id, completion_window, "
+                "status, created_at, expires_at, metadata, output_expires_after) "
+                "VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)",
+                batch.id,
+                batch.project,
+                batch.endpoint,
+                batch.input_file_id,
+                batch.completion_window,
+                batch.status.value,
+                batch.created_at,
+                batch.expires_at,
+                _json_or_none(batch.metadata),
+                batch.output_expires_after,
+            )
+
+    async def get_batch(self, batch_id: str, project: str | None = None) -> Batch | None:
+        """The batch, or None when it does not exist or belongs to another project."""
+        async with self.db.reader() as conn:
+            rows = await conn.fetch("SELECT * FROM batches WHERE id = $1", batch_id)
+        if not rows or (project is not None and rows[0]["project"] != project):
+            return None
+        return _batch(rows[0])
+
+    async def list_batches(self, project: str, *, limit: int, after: str | None) -> Page[Batch]:
+        args: list[Any] = [project]
+        cursor = ""
+        if after is not None:
+            args.append(after)
+            cursor = "AND seq < (SELECT seq FROM batches WHERE id = $2)"
+        sql = (
+            f"SELECT * FROM batches WHERE project = $1 {cursor} "
+            f"ORDER BY seq DESC LIMIT {int(limit) + 1}"
+        )
+        async with self.db.reader() as conn:
+            rows = await conn.fetch(sql, *args)
+        return Page([_batch(r) for r in rows[:limit]], has_more=len(rows) > limit)
+
+    async def request_cancel(self, batch_id: str, project: str, now: int) -> Batch | None:
+        """Move a validating or running batch to ``cancelling``; the batch as it stands after."""
+        async with self.db.transaction() as conn:
+            await conn.execute(
+                "UPDATE batches SET status = 'cancelling', cancelling_at = $1 "
+                "WHERE id = $2 AND project = $3 AND status IN ('validating', 'in_progress')",
+                now,
+                batch_id,
+                project,
+            )
+        return await self.get_batch(batch_id, project)
+
+    # -- the worker: whole-batch phases, each under a lease on the batch row -----------------
+
+    async def claim_batch_to_validate(self, owner: str, now: float, until: float) -> Batch | None:
+        return await self._claim_batch(
+            "status = 'validating' AND (lease_until IS NULL OR lease_until < $1)",
+            owner,
+            now,
+            until,
+        )
+
+    async def claim_batch_to_finalize(self, owner: str, now: float, until: float) -> Batch | None:
+        """A batch with nothing left to run: all lines done, cancelled, or past its window."""
+        return await self._claim_batch(
+            "(lease_until IS NULL OR lease_until < $1) AND ("
+            " status = 'finalizing'"
+            " OR (status = 'in_progress' AND (completed + failed >= total OR expires_at <= $1))"
+            " OR (status = 'cancelling' AND NOT EXISTS (SELECT 1 FROM requests r"
+            "     WHERE r.batch_id = batches.id AND r.state = 'running')))",
+            owner,
+            now,
+            until,
+        )
+
+    async def _claim_batch(
+        self, condition: str, owner: str, now: float, until: float
+    ) -> Batch | None:
+        async with self.db.transaction() as conn:
+            rows = await conn.fetch(
+                f"SELECT id FROM batches WHERE {condition} ORDER BY seq LIMIT 1 "
+                f"{self.db.for_update}",
+                now,
+            )
+            if not rows:
+                return None
+            claimed = await conn.fetch(
+                "UPDATE batches SET lease_owner = $1, lease_until = $2 WHERE id = $3 RETURNING *",
+                owner,
+                until,
+                rows[0]["id"],
+            )
+        return _batch(claimed[0])
+
+    async def renew_batch_lease(self, batch_id: str, owner: str, until: float) -> None:
+        async with self.db.transaction() as conn:
+            await conn.execute(
+                "UPDATE batches SET lease_until = $1 WHERE id = $2 AND lease_owner = $3",
+                until,
+                batch_id,
+                owner,
+            )
+
+    async def clear_requests(self, batch_id: str) -> None:
+        async with self.db.transaction() as conn:
+            await conn.execute("DELETE FROM requests WHERE batch_id = $1", batch_id)
+
+    async def add_requests(self, batch_id: str, lines: Sequence[IndexedLine]) -> None:
+        async with self.db.transaction() as conn:
+            await conn.executemany(
+                "INSERT INTO requests (batch_id, line, custom_id, byte_offset, byte_length, state) "
+                "VALUES ($1, $2, $3, $4, $5, 'pending')",
+                [(batch_id, r.line, r.custom_id, r.offset, r.length) for r in lines],
+            )
+
+    async def start_batch(
+        self, batch_id: str, owner: str, total: int, model: str, now: int
+    ) -> None:
+        """Validation passed: set the total and start running (unless cancelled meanwhile)."""
+        async with self.db.transaction() as conn:
+            await conn.execute(
+                "UPDATE batches SET total = $1, model = $2, "
+                "in_progress_at = CASE WHEN status = 'validating' THEN $3 ELSE in_progress_at END, "
+                "status = CASE WHEN status = 'validating' THEN 'in_progress' ELSE status END, "
+                "lease_owner = NULL, lease_until = NULL WHERE id = $4 AND lease_owner = $5",
+                total,
+                model,
+                now,
+                batch_id,
+                owner,
+            )
+
+    async def fail_validation(
+        self, batch_id: str, owner: str, errors: Sequence[LineError], now: int
+    ) -> None:
+        """The input is bad: ``failed`` with every reason (``cancelled`` if cancelled meanwhile)."""
+        async with self.db.transaction() as conn:
+            await conn.execute("DELETE FROM requests WHERE batch_id = $1", batch_id)
+            await conn.execute(
+                "UPDATE batches SET errors = $1, "
+                "failed_at = CASE WHEN status = 'validating' THEN $2 ELSE failed_at END, "
+                "cancelled_at = CASE WHEN status = 'cancelling' THEN $2 ELSE cancelled_at END, "
+                "status = CASE WHEN status = 'cancelling' THEN 'cancelled' ELSE 'failed' END, "
+                "lease_owner = NULL, lease_until = NULL WHERE id = $3 AND lease_owner = $4",
+                orjson.dumps([e.__dict__ for e in errors]).decode(),
+                now,
+                batch_id,
+                owner,
+            )
+
+    # -- the worker: requests ----------------------------------------------------------------
+
+    async def dispatchable_batches(self, now: int) -> list[Batch]:
+        """Running batches with lines still pending, oldest first."""
+        async with self.db.reader() as conn:
+            rows = await conn.fetch(
+                "SELECT * FROM batches WHERE status = 'in_progress' AND expires_at > $1 "
+                "AND completed + failed < total ORDER BY seq",
+                now,
+            )
+        return [_batch(r) for r in rows]
+
+    async def claim_requests(
+        self, batch_id: str, owner: str, limit: int, until: float
+    ) -> list[ClaimedRequest]:
+        async with self.db.transaction() as conn:
+            rows = await conn.fetch(
+                "SELECT line FROM requests WHERE batch_id = $1 AND state = 'pending' "
+                f"ORDER BY line LIMIT {int(limit)} {self.db.for_update}",
+                batch_id,
+            )
+            if not rows:
+                return []
+            lines = [r["line"] for r in rows]
+            claimed = await conn.fetch(
+                "UPDATE requests SET state = 'running', lease_owner = $1, lease_until = $2, "
+                "attempts = attempts + 1 "
+                f"WHERE batch_id = $3 AND line IN ({_placeholders(4, len(lines))}) "
+                "RETURNING line, custom_id, byte_offset, byte_length, attempts",
+                owner,
+                until,
+                batch_id,
+                *lines,
+            )
+        claims = [
+            ClaimedRequest(
+                batch_id,
+                r["line"],
+                r["custom_id"],
+                r["byte_offset"],
+                r["byte_length"],
+                r["attempts"],
+            )
+            for r in claimed
+        ]
+        claims.sort(key=lambda c: c.line)
+        return claims
+
+    async def renew_request_leases(self, owner: str, until: float) -> None:
+        async with self.db.transaction() as conn:
+            await conn.execute(
+                "UPDATE requests SET lease_until = $1 WHERE state = 'running' AND lease_owner = $2",
+                until,
+                owner,
+            )
+
+    async def reclaim_expired_requests(self, now: float) -> None:
+        """Requests whose worker stopped renewing its lease go back to pending."""
+        async with self.db.transaction() as conn:
+            await conn.execute(
+                "UPDATE requests SET state = 'pending', lease_owner = NULL, lease_until = NULL "
+                "WHERE state = 'running' AND lease_until < $1",
+                now,
+            )
+
+    async def release_requests(self, owner: str, batch_id: str, lines: Sequence[int]) -> None:
+        """Give back claimed lines that were never sent."""
+        async with self.db.transaction() as conn:
+            for chunk in _chunks(lines):
+                await conn.execute(
+                    "UPDATE requests SET state = 'pending', lease_owner = NULL, lease_until = NULL,"
+                    " "
+                    "attempts = attempts - 1 WHERE batch_id = $1 AND lease_owner = $2 "
+                    f"AND state = 'running' AND line IN ({_placeholders(3, len(chunk))})",
+                    batch_id,
+                    owner,
+                    *chunk,
+                )
+
+    async def record_results(self, owner: str, results: Sequence[RequestResult]) -> None:
+        """Commit finished requests and their batch counters in one transaction.
+
+        A result counts only while its worker still holds the line's lease, so a line that was
+        reclaimed (or marked expired or cancelled) meanwhile is never counted twice.
+        """
+        by_batch: dict[str, list[RequestResult]] = defaultdict(list)
+        for result in results:
+            by_batch[result.batch_id].append(result)
+        async with self.db.transaction() as conn:
+            for batch_id, batch_results in by_batch.items():
+                await self._record_batch_results(conn, owner, batch_id, batch_results)
+
+    async def _record_batch_results(
+        self, conn: Connection, owner: str, batch_id: str, results: list[RequestResult]
+    ) -> None:
+        owned: set[int] = set()
+        for chunk in _chunks([r.line for r in results]):
+            rows = await conn.fetch(
+                "SELECT line FROM requests WHERE batch_id = $1 AND lease_owner = $2 "
+                f"AND state = 'running' AND line IN ({_placeholders(3, len(chunk))})",
+                batch_id,
+                owner,
+                *chunk,
+            )
+            owned.update(r["line"] for r in rows)
+        applied = [r for r in results if r.line in owned]
+        if not applied:
+            return
+        await conn.executemany(
+            "UPDATE requests SET state = $1, result = $2, lease_owner = NULL, lease_until = NULL "
+            "WHERE batch_id = $3 AND line = $4",
+            [(r.state.value, r.output_line, batch_id, r.line) for r in applied],
+        )
+        usage = Usage()
+        for r in applied:
+            if r.usage is not None:
+                usage.add(r.usage)
+        succeeded = sum(1 for r in applied if r.state is RequestState.SUCCEEDED)
+        await conn.execute(
+            "UPDATE batches SET completed = completed + $1, failed = failed + $2, "
+            "input_tokens = input_tokens + $3, cached_tokens = cached_tokens + $4, "
+            "output_tokens = output_tokens + $5, reasoning_tokens = reasoning_tokens + $6, "
+            "total_tokens = total_tokens + $7 WHERE id = $8",
+            succeeded,
+            len(applied) - succeeded,
+            usage.input_tokens,
+            usage.cached_tokens,
+            usage.output_tokens,
+            usage.reasoning_tokens,
+            usage.total_tokens,
+            batch_id,
+        )
+
+    # -- the worker: finalizing ----------------------------------------------------------------
+
+    async def enter_finalizing(self, batch_id: str, owner: str, now: int) -> None:
+        async with self.db.transaction() as conn:
+            await conn.execute(
+                "UPDATE batches SET status = 'finalizing', finalizing_at = $1 "
+                "WHERE id = $2 AND lease_owner = $3 AND status = 'in_progress'",
+                now,
+                batch_id,
+                owner,
+            )
+
+    async def skip_unfinished(self, batch_id: str, owner: str, state: RequestState) -> None:
+        """Close every line still pending or running as ``state`` (expired or cancelled)."""
+        async with self.db.transaction() as conn:
+            rows = await conn.fetch(
+                "UPDATE requests SET state = $1, lease_owner = NULL, lease_until = NULL "
+                "WHERE batch_id = $2 AND state IN ('pending', 'running') RETURNING line",
+                state.value,
+                batch_id,
+            )
+            if rows:
+                await conn.execute(
+                    "UPDATE batches SET failed = failed + $1 WHERE id = $2 AND lease_owner = $3",
+                    len(rows),
+                    batch_id,
+                    owner,
+                )
+
+    async def has_requests_in(self, batch_id: str, state: RequestState) -> bool:
+        async with self.db.reader() as conn:
+            rows = await conn.fetch(
+                "SELECT 1 FROM requests WHERE batch_id = $1 AND state = $2 LIMIT 1",
+                batch_id,
+                state.value,
+            )
+        return bool(rows)
+
+    async def finished_lines(self, batch_id: str) -> AsyncIterator[FinishedLine]:
+        """Every line of the batch in line order, a page at a time."""
+        last = 0
+        while True:
+            async with self.db.reader() as conn:
+                rows = await conn.fetch(
+                    "SELECT line, custom_id, state, result FROM requests "
+                    "WHERE batch_id = $1 AND line > $2 ORDER BY line LIMIT "
+                    f"{_PAGE_OF_RESULTS}",
+                    batch_id,
+                    last,
+                )
+            for r in rows:
+                yield FinishedLine(
+                    r["line"], r["custom_id"], RequestState(r["state"]), _bytes(r["result"])
+                )
+            if len(rows) < _PAGE_OF_RESULTS:
+                return
+            last = rows[-1]["line"]
+
+    async def finish_batch(
+        self,
+        batch_id: str,
+        owner: str,
+        status: BatchStatus,
+        now: int,
+        output: StoredFile | None,
+        error: StoredFile | None,
+    ) -> None:
+        """Record the result files and the terminal status in one transaction."""
+        stamp = {
+            BatchStatus.COMPLETED: "completed_at",
+            BatchStatus.EXPIRED: "expired_at",
+            BatchStatus.CANCELLED: "cancelled_at",
+        }[status]
+        async with self.db.transaction() as conn:
+            for file in (output, error):
+                if file is not None:
+                    await conn.execute(
+                        f"INSERT INTO files ({_FILE_COLUMNS}) "
+                        "VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
+                        *_file_values(file),
+                    )
+            await conn.execute(
+                f"UPDATE batches SET status = $1, {stamp} = $2, output_file_id = $3, "
+                "error_file_id = $4, lease_owner = NULL, lease_until = NULL "
+                "WHERE id = $5 AND lease_owner = $6",
+                status.value,
+                now,
+                output.id if output else None,
+                error.id if error else None,
+                batch_id,
+                owner,
+            )
+
+
+def _placeholders(first: int, count: int) -> str:
+    return ", ".join(f"${i}" for i in range(first, first + count))
+
+
+def _chunks(values: Sequence[int]) -> list[Sequence[int]]:
+    return [values[i : i + _IN_LIST_CHUNK] for i in range(0, len(values), _IN_LIST_CHUNK)]
+
+
+def _json_or_none(value: object) -> str | None:
+    return None if value is None else orjson.dumps(value).decode()
+
+
+def _bytes(value: Any) -> bytes | None:
+    return None if value is None else bytes(value)
+
+
+def _file_values(file: StoredFile) -> tuple[Any, ...]:
+    return (
+        file.id,
+        file.project,
+        file.purpose,
+        file.filename,
+        file.bytes,
+        file.created_at,
+        file.expires_at,
+        file.blob_key,
+    )
+
+
+def _file(row: Row) -> StoredFile:
+    return StoredFile(
+        id=row["id"],
+        project=row["project"],
+        purpose=row["purpose"],
+        filename=row["filename"],
+        bytes=row["bytes"],
+        created_at=row["created_at"],
+        expires_at=row["expires_at"],
+        blob_key=row["blob_key"],
+    )
+
+
+def _batch(row: Row) -> Batch:
+    errors = orjson.loads(row["errors"]) if row["errors"] else None
+    return Batch(
+        id=row["id"],
+        project=row["project"],
+        endpoint=row["endpoint"],
+        input_file_id=row["input_file_id"],
+        completion_window=row["completion_window"],
+        status=BatchStatus(row["status"]),
+        created_at=row["created_at"],
+        expires_at=row["expires_at"],
+        metadata=orjson.loads(row["metadata"]) if row["metadata"] else None,
+        output_expires_after=row["output_expires_after"],
+        model=row["model"],
+        errors=[LineError(**e) for e in errors] if errors is not None else None,
+        output_file_id=row["output_file_id"],
+        error_file_id=row["error_file_id"],
+        in_progress_at=row["in_progress_at"],
+        finalizing_at=row["finalizing_at"],
+        completed_at=row["completed_at"],
+        failed_at=row["failed_at"],
+        expired_at=row["expired_at"],
+        cancelling_at=row["cancelling_at"],
+        cancelled_at=row["cancelled_at"],
+        total=row["total"],
+        completed=row["completed"],
+        failed=row["failed"],
+        usage=Usage(
+            input_tokens=row["input_tokens"],
+            cached_tokens=row["cached_tokens"],
+            output_tokens=row["output_tokens"],
+            reasoning_tokens=row["reasoning_tokens"],
+            total_tokens=row["total_tokens"],
+        ),
+    )

@@ -1,0 +1,40 @@
+"""The seam between the engine and a model server."""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class UpstreamResponse:
+    status: int
+    body: bytes
+    request_id: str | None
+    headers: Mapping[str, str]
+
+
+class Upstream(ABC):
+    """An OpenAI-compatible model server (or a model in this process).
+
+    ``send`` raises UpstreamTimeout or UpstreamUnreachable when no HTTP answer came.
+    """
+
+    name: str
+    models: frozenset[str]
+    max_concurrency: int
+
+    def serves(self, model: str) -> bool:
+        return not self.models or model in self.models
+
+    @abstractmethod
+    async def send(
+        self, endpoint: str, body: bytes, headers: Mapping[str, str]
+    ) -> UpstreamResponse: ...
+
+    async def open(self) -> None:  # noqa: B027 - most upstreams need no set-up
+        """Acquire what sending needs."""
+
+    async def close(self) -> None:  # noqa: B027
+        """Release what sending needed."""

@@ -1,0 +1,219 @@
+"""The streaming validator of batch input files, shared by the worker and ``batchd validate``.
+
+It reads a line at a time and keeps only what it must (the custom_ids seen), so a file of any
+size validates in bounded memory, and it reports every bad line rather than the first.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Callable, Iterator
+from dataclasses import dataclass, field
+from typing import Any
+
+import orjson
+
+from batchd.models import IndexedLine, LineError
+
+MAX_REPORTED_ERRORS = 1000
+"""Enough to fix a file by; more would bloat every read of the batch object."""
+
+REQUIRED_BODY_FIELDS = {
+    "/v1/chat/completions": ("model", "messages"),
+    "/v1/completions": ("model", "prompt"),
+    "/v1/embeddings": ("model", "input"),
+    "/v1/responses": ("model", "input"),
+    "/v1/moderations": ("model", "input"),
+}
+
+
+@dataclass(frozen=True)
+class Rules:
+    endpoint: str
+    max_requests: int
+    max_embedding_inputs: int
+    model_is_served: Callable[[str], bool]
+
+
+@dataclass
+class Outcome:
+    """What validation found: the lines to index, or the reasons the batch fails."""
+
+    errors: list[LineError] = field(default_factory=list)
+    model: str | None = None
+    total: int = 0
+    error_count: int = 0
+
+    def report(self, error: LineError) -> None:
+        self.error_count += 1
+        if len(self.errors) < MAX_REPORTED_ERRORS:
+            self.errors.append(error)
+
+
+class LineValidator:
+    """Feed it the lines of one input file, in order; read ``outcome`` at the end."""
+
+    def __init__(self, rules: Rules) -> None:
+        self.rules = rules
+        self.outcome = Outcome()
+        self._custom_ids: set[str] = set()
+        self._embedding_inputs = 0
+        self._model_served = False
+
+    def feed(self, number: int, offset: int, raw: bytes) -> IndexedLine | None:
+        """One line (without its newline); the line to index when it is valid."""
+        errors_before = self.outcome.error_count
+        custom_id = self._check(number, raw)
+        if custom_id is None or self.outcome.error_count > errors_before:
+            return None
+        return IndexedLine(number, custom_id, offset, len(raw))
+
+    def finish(self) -> Outcome:
+        if self.outcome.total == 0 and self.outcome.error_count == 0:
+            self.outcome.report(
+                LineError(
+                    "invalid_request", "The input file contains no requests.", "input_file_id"
+                )
+            )
+        if self._embedding_inputs > self.rules.max_embedding_inputs:
+            self.outcome.report(
+                LineError(
+                    "invalid_request",
+                    f"The batch has {self._embedding_inputs} embedding inputs; the limit is "
+                    f"{self.rules.max_embedding_inputs}.",
+                )
+            )
+        return self.outcome
+
+    def _fail(self, number: int, code: str, message: str, param: str | None = None) -> None:
+        self.outcome.report(LineError(code, message, param, number))
+
+    def _check(self, number: int, raw: bytes) -> str | None:
+        self.outcome.total += 1
+        if self.outcome.total == self.rules.max_requests + 1:
+            self._fail(
+                number,
+                "invalid_request",
+                f"The input file has more than {self.rules.max_requests} requests, "
+                "the limit for one batch.",
+            )
+        try:
+            request = orjson.loads(raw)
+        except orjson.JSONDecodeError:
+            request = None
+        if not isinstance(request, dict):
+            self._fail(number, "invalid_json_line", "This line is not parseable as valid JSON.")
+            return None
+        custom_id = self._check_envelope(number, request)
+        body = request.get("body")
+        if isinstance(body, dict):
+            self._check_body(number, body)
+        return custom_id
+
+    def _check_envelope(self, number: int, request: dict[str, Any]) -> str | None:
+        for name in ("custom_id", "method", "url", "body"):
+            if name not in request:
+                self._fail(
+                    number,
+                    "missing_required_parameter",
+                    f"Missing required parameter: '{name}'.",
+                    name,
+                )
+        custom_id = request.get("custom_id")
+        if "custom_id" in request and not isinstance(custom_id, str):
+            self._fail(number, "invalid_request", "custom_id must be a string.", "custom_id")
+            custom_id = None
+        if isinstance(custom_id, str):
+            if custom_id in self._custom_ids:
+                self._fail(
+                    number,
+                    "duplicate_custom_id",
+                    f"The custom_id '{custom_id}' appears more than once in the file.",
+                    "custom_id",
+                )
+            self._custom_ids.add(custom_id)
+        if "method" in request and request["method"] != "POST":
+            self._fail(number, "invalid_request", "Only the POST method is supported.", "method")
+        if "url" in request and request["url"] != self.rules.endpoint:
+            self._fail(
+                number,
+                "invalid_url",
+                f"The url must match the batch endpoint '{self.rules.endpoint}'.",
+                "url",
+            )
+        if "body" in request and not isinstance(request["body"], dict):
+            self._fail(number, "invalid_request", "body must be a JSON object.", "body")
+        return custom_id
+
+    def _check_body(self, number: int, body: dict[str, Any]) -> None:
+        for name in REQUIRED_BODY_FIELDS[self.rules.endpoint]:
+            if name not in body:
+                self._fail(
+                    number,
+                    "invalid_request",
+                    f"The request body is missing '{name}', which {self.rules.endpoint} requires.",
+                    f"body.{name}",
+                )
+        if body.get("stream") is True:
+            self._fail(
+                number,
+                "streaming_unsupported",
+                "Streaming is not supported in batches.",
+                "body.stream",
+            )
+        if self.rules.endpoint == "/v1/embeddings":
+            given = body.get("input")
+            self._embedding_inputs += (
+                len(given) if isinstance(given, list) and _is_list_of_inputs(given) else 1
+            )
+        model = body.get("model")
+        if isinstance(model, str):
+            self._check_model(number, model)
+        elif "model" in body:
+            self._fail(number, "invalid_request", "model must be a string.", "body.model")
+
+    def _check_model(self, number: int, model: str) -> None:
+        if self.outcome.model is None:
+            self.outcome.model = model
+            self._model_served = self.rules.model_is_served(model)
+        if model != self.outcome.model:
+            self._fail(
+                number,
+                "mismatched_model",
+                f"The model '{model}' differs from the model '{self.outcome.model}' of the "
+                "earlier lines; a batch uses one model.",
+                "body.model",
+            )
+        elif not self._model_served:
+            self._fail(
+                number, "model_not_found", f"The model '{model}' does not exist.", "body.model"
+            )
+
+
+def _is_list_of_inputs(value: object) -> bool:
+    """A list of strings or of token lists, not one token list."""
+    return isinstance(value, list) and bool(value) and not isinstance(value[0], int)
+
+
+async def iter_lines(chunks: AsyncIterator[bytes]) -> AsyncIterator[tuple[int, int, bytes]]:
+    """``(line number, byte offset, line)`` for every non-blank line of a byte stream."""
+    number, offset, carry = 0, 0, b""
+    async for chunk in chunks:
+        data = carry + chunk
+        start = 0
+        for end in _newlines(data):
+            number += 1
+            line = data[start:end]
+            if line.strip():
+                yield number, offset + start, line.rstrip(b"\r")
+            start = end + 1
+        offset += start
+        carry = data[start:]
+    if carry.strip():
+        yield number + 1, offset, carry.rstrip(b"\r")
+
+
+def _newlines(data: bytes) -> Iterator[int]:
+    position = data.find(b"\n")
+    while position != -1:
+        yield position
+        position = data.find(b"\n", position + 1)

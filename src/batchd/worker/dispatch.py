@@ -1,0 +1,218 @@
+"""Sending requests to one upstream: at most ``max_concurrency`` in flight, shared round robin
+between the batches that use it, each line claimed under a lease before it is sent."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections import OrderedDict, deque
+from dataclasses import dataclass
+from urllib.parse import quote
+
+import orjson
+
+from batchd.blobstore import BlobStore
+from batchd.clock import Clock
+from batchd.errors import BlobNotFound, UpstreamError
+from batchd.models import Batch, ClaimedRequest, RequestResult, RequestState
+from batchd.result_lines import answered_line, unanswered_line
+from batchd.store import SqlStore
+from batchd.upstreams import Upstream, UpstreamRouter
+from batchd.worker.commits import GroupCommitter
+
+log = logging.getLogger("batchd.worker")
+
+SPARSE_READ_FACTOR = 4
+"""Read claimed lines as one span unless the span is this many times the bytes needed."""
+
+
+@dataclass(frozen=True)
+class Job:
+    claim: ClaimedRequest
+    endpoint: str
+    body: bytes | None  # None: the line could not be read back
+
+
+class Dispatcher:
+    def __init__(
+        self,
+        *,
+        upstream: Upstream,
+        router: UpstreamRouter,
+        store: SqlStore,
+        blobs: BlobStore,
+        committer: GroupCommitter,
+        owner: str,
+        clock: Clock,
+        lease_seconds: float,
+        poll_interval: float,
+    ) -> None:
+        self.upstream = upstream
+        self._router = router
+        self._store = store
+        self._blobs = blobs
+        self._committer = committer
+        self._owner = owner
+        self._clock = clock
+        self._lease_seconds = lease_seconds
+        self._poll_interval = poll_interval
+        self._slots = asyncio.Semaphore(upstream.max_concurrency)
+        self._buffers: OrderedDict[str, deque[Job]] = OrderedDict()
+        self._batches: dict[str, Batch] = {}
+        self._blob_keys: dict[str, str | None] = {}
+        self._in_flight: set[asyncio.Task[None]] = set()
+        self._wake = asyncio.Event()
+        self._refreshed_at = 0.0
+        self.in_flight_count = 0
+
+    def wake(self) -> None:
+        """Something changed (a batch started, was cancelled): look again now."""
+        self._refreshed_at = 0.0
+        self._wake.set()
+
+    async def run(self, stopping: asyncio.Event) -> None:
+        try:
+            while not stopping.is_set():
+                await self._slots.acquire()
+                job = await self._next_job(stopping)
+                if job is None:
+                    self._slots.release()
+                    break
+                task = asyncio.create_task(self._execute(job))
+                self._in_flight.add(task)
+                task.add_done_callback(self._in_flight.discard)
+        finally:
+            await self._give_back_buffered()
+
+    async def wait_in_flight(self) -> None:
+        if self._in_flight:
+            await asyncio.wait(set(self._in_flight))
+
+    async def _next_job(self, stopping: asyncio.Event) -> Job | None:
+        while not stopping.is_set():
+            if self._clock.now() - self._refreshed_at >= self._poll_interval:
+                await self._refresh()
+            job = self._pop_round_robin()
+            if job is not None:
+                return job
+            if not await self._refill():
+                self._wake.clear()
+                await _wait_for_any(self._wake, stopping, within=self._poll_interval)
+        return None
+
+    def _pop_round_robin(self) -> Job | None:
+        while self._buffers:
+            batch_id, buffer = next(iter(self._buffers.items()))
+            if not buffer:
+                del self._buffers[batch_id]
+                continue
+            self._buffers.move_to_end(batch_id)
+            return buffer.popleft()
+        return None
+
+    async def _refresh(self) -> None:
+        """Learn which batches this upstream should run; give back lines of any that stopped."""
+        self._refreshed_at = self._clock.now()
+        batches = await self._store.dispatchable_batches(int(self._clock.now()))
+        self._batches = {
+            b.id: b for b in batches if b.model and self._router.for_model(b.model) is self.upstream
+        }
+        for batch_id in [b for b in self._buffers if b not in self._batches]:
+            jobs = self._buffers.pop(batch_id)
+            await self._store.release_requests(self._owner, batch_id, [j.claim.line for j in jobs])
+
+    async def _refill(self) -> bool:
+        if not self._batches:
+            return False
+        share = max(8, -(-2 * self.upstream.max_concurrency // len(self._batches)))
+        until = self._clock.now() + self._lease_seconds
+        claimed_any = False
+        for batch in list(self._batches.values()):
+            claims = await self._store.claim_requests(batch.id, self._owner, share, until)
+            if not claims:
+                continue
+            claimed_any = True
+            jobs = await self._read_jobs(batch, claims)
+            self._buffers.setdefault(batch.id, deque()).extend(jobs)
+        if not claimed_any:
+            self._refreshed_at = 0.0  # whatever we knew is stale: nothing left to claim
+        return claimed_any
+
+    async def _read_jobs(self, batch: Batch, claims: list[ClaimedRequest]) -> list[Job]:
+        key = await self._input_blob_key(batch)
+        bodies: list[bytes | None]
+        try:
+            raw_lines = await self._read_lines(key, claims) if key else [None] * len(claims)
+            bodies = [_body_of(raw) for raw in raw_lines]
+        except BlobNotFound:
+            bodies = [None] * len(claims)
+        return [Job(c, batch.endpoint, body) for c, body in zip(claims, bodies, strict=True)]
+
+    async def _input_blob_key(self, batch: Batch) -> str | None:
+        if batch.id not in self._blob_keys:
+            file = await self._store.get_file(batch.project, batch.input_file_id)
+            self._blob_keys[batch.id] = file.blob_key if file else None
+        return self._blob_keys[batch.id]
+
+    async def _read_lines(self, key: str, claims: list[ClaimedRequest]) -> list[bytes | None]:
+        start = claims[0].offset
+        end = max(c.offset + c.length for c in claims)
+        needed = sum(c.length for c in claims)
+        if end - start <= SPARSE_READ_FACTOR * needed:
+            span = await self._blobs.read_range(key, start, end - start)
+            return [span[c.offset - start : c.offset - start + c.length] for c in claims]
+        return [await self._blobs.read_range(key, c.offset, c.length) for c in claims]
+
+    async def _execute(self, job: Job) -> None:
+        self.in_flight_count += 1
+        try:
+            result = await self._send(job)
+            await self._committer.add(result)
+        finally:
+            self.in_flight_count -= 1
+            self._slots.release()
+
+    async def _send(self, job: Job) -> RequestResult:
+        claim = job.claim
+        if job.body is None:
+            line = unanswered_line(
+                claim.custom_id, "invalid_request", "The input line could not be read back."
+            )
+            return RequestResult(claim.batch_id, claim.line, RequestState.FAILED, line)
+        headers = {
+            "x-batchd-batch-id": claim.batch_id,
+            "x-batchd-custom-id": quote(claim.custom_id, safe=""),
+        }
+        try:
+            response = await self.upstream.send(job.endpoint, job.body, headers)
+        except UpstreamError as exc:
+            line = unanswered_line(claim.custom_id, exc.code, exc.message)
+            return RequestResult(claim.batch_id, claim.line, RequestState.FAILED, line)
+        state, line, usage = answered_line(
+            claim.custom_id, response.status, response.request_id, response.body
+        )
+        return RequestResult(claim.batch_id, claim.line, state, line, usage)
+
+    async def _give_back_buffered(self) -> None:
+        for batch_id, jobs in self._buffers.items():
+            await self._store.release_requests(self._owner, batch_id, [j.claim.line for j in jobs])
+        self._buffers.clear()
+
+
+def _body_of(raw: bytes | None) -> bytes | None:
+    """The request body to forward, from a validated input line."""
+    if raw is None:
+        return None
+    try:
+        return orjson.dumps(orjson.loads(raw)["body"])
+    except (orjson.JSONDecodeError, KeyError, TypeError):
+        return None
+
+
+async def _wait_for_any(*events: asyncio.Event, within: float) -> None:
+    waiters = [asyncio.create_task(e.wait()) for e in events]
+    try:
+        await asyncio.wait(waiters, timeout=within, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        for waiter in waiters:
+            waiter.cancel()

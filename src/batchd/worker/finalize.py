@@ -1,0 +1,89 @@
+"""Finalizing: close what is left, stream every line's result in line order into the output and
+error files, then record them and the terminal status in one transaction.
+
+Every step can be redone: a worker that dies part-way leaves the batch to the next one.
+"""
+
+from __future__ import annotations
+
+from batchd import ids
+from batchd.blobstore import BlobStore, BlobWriter
+from batchd.models import OUTPUT_PURPOSE, Batch, BatchStatus, RequestState, StoredFile
+from batchd.result_lines import skipped_line
+from batchd.store import SqlStore
+
+DEFAULT_OUTPUT_TTL = 30 * 86400
+
+_SKIP_STATE = {
+    BatchStatus.EXPIRED: RequestState.EXPIRED,
+    BatchStatus.CANCELLED: RequestState.CANCELLED,
+}
+
+
+class Finalizer:
+    def __init__(self, store: SqlStore, blobs: BlobStore) -> None:
+        self._store = store
+        self._blobs = blobs
+
+    async def run(self, batch: Batch, owner: str, now: int) -> BatchStatus:
+        target = await self._target(batch)
+        if target is BatchStatus.COMPLETED and batch.status is BatchStatus.IN_PROGRESS:
+            await self._store.enter_finalizing(batch.id, owner, now)
+        if target in _SKIP_STATE:
+            await self._store.skip_unfinished(batch.id, owner, _SKIP_STATE[target])
+        output, error = await self._write_files(batch, now)
+        await self._store.finish_batch(batch.id, owner, target, now, output, error)
+        return target
+
+    async def _target(self, batch: Batch) -> BatchStatus:
+        if batch.status is BatchStatus.CANCELLING:
+            return BatchStatus.CANCELLED
+        if batch.status is BatchStatus.FINALIZING:
+            return BatchStatus.COMPLETED
+        if batch.completed + batch.failed < batch.total:
+            return BatchStatus.EXPIRED  # claimed for finalizing with lines left: the window ended
+        if await self._store.has_requests_in(batch.id, RequestState.EXPIRED):
+            return BatchStatus.EXPIRED  # an earlier attempt had closed the lines already
+        return BatchStatus.COMPLETED
+
+    async def _write_files(
+        self, batch: Batch, now: int
+    ) -> tuple[StoredFile | None, StoredFile | None]:
+        output = self._blobs.writer(f"batches/{batch.id}/output.jsonl")
+        error = self._blobs.writer(f"batches/{batch.id}/errors.jsonl")
+        try:
+            async for row in self._store.finished_lines(batch.id):
+                if row.state is RequestState.SUCCEEDED and row.result is not None:
+                    await output.write(row.result + b"\n")
+                elif row.result is not None:
+                    await error.write(row.result + b"\n")
+                else:
+                    await error.write(skipped_line(row.custom_id, row.state) + b"\n")
+        except BaseException:
+            await output.abort()
+            await error.abort()
+            raise
+        return (
+            await self._keep(batch, output, "output", now),
+            await self._keep(batch, error, "errors", now),
+        )
+
+    async def _keep(
+        self, batch: Batch, writer: BlobWriter, kind: str, now: int
+    ) -> StoredFile | None:
+        """A file only when it has at least one line."""
+        if writer.size == 0:
+            await writer.abort()
+            return None
+        await writer.commit()
+        ttl = batch.output_expires_after or DEFAULT_OUTPUT_TTL
+        return StoredFile(
+            id=ids.file_id(),
+            project=batch.project,
+            purpose=OUTPUT_PURPOSE,
+            filename=f"{batch.id}_{'output' if kind == 'output' else 'error'}.jsonl",
+            bytes=writer.size,
+            created_at=now,
+            expires_at=now + ttl,
+            blob_key=f"batches/{batch.id}/{kind}.jsonl",
+        )

@@ -1,0 +1,152 @@
+"""The worker: loops that validate, dispatch and finalize, plus the housekeeping that keeps leases
+alive and takes back the work of workers that died."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import Awaitable, Callable
+
+from batchd import ids
+from batchd.blobstore import BlobStore
+from batchd.clock import Clock, SystemClock
+from batchd.models import Batch
+from batchd.settings import Settings
+from batchd.store import SqlStore
+from batchd.upstreams import UpstreamRouter
+from batchd.worker.commits import GroupCommitter
+from batchd.worker.dispatch import Dispatcher
+from batchd.worker.finalize import Finalizer
+from batchd.worker.ingest import Ingest
+
+log = logging.getLogger("batchd.worker")
+
+
+class Worker:
+    def __init__(
+        self,
+        settings: Settings,
+        store: SqlStore,
+        blobs: BlobStore,
+        router: UpstreamRouter,
+        clock: Clock | None = None,
+    ) -> None:
+        self.id = ids.worker_id()
+        self._settings = settings
+        self._store = store
+        self._clock = clock or SystemClock()
+        self._stopping = asyncio.Event()
+        self._validate_wake = asyncio.Event()
+        self._finalize_wake = asyncio.Event()
+        self._held: set[str] = set()
+        self._tasks: list[asyncio.Task[None]] = []
+        self._ingest = Ingest(store, blobs, router, settings)
+        self._finalizer = Finalizer(store, blobs)
+        self.committer = GroupCommitter(store, self.id, on_commit=self._finalize_wake.set)
+        self.dispatchers = [
+            Dispatcher(
+                upstream=upstream,
+                router=router,
+                store=store,
+                blobs=blobs,
+                committer=self.committer,
+                owner=self.id,
+                clock=self._clock,
+                lease_seconds=settings.lease_seconds,
+                poll_interval=settings.poll_interval,
+            )
+            for upstream in router.upstreams
+        ]
+
+    def notify(self) -> None:
+        """A batch was created or cancelled in this process: react now, not at the next poll."""
+        self._validate_wake.set()
+        self._finalize_wake.set()
+        for dispatcher in self.dispatchers:
+            dispatcher.wake()
+
+    async def start(self) -> None:
+        log.info("worker_started", extra={"worker": self.id})
+        self._committer_task = asyncio.create_task(self.committer.run())
+        self._tasks = [
+            asyncio.create_task(self._phase_loop(self._validate_one, self._validate_wake)),
+            asyncio.create_task(self._phase_loop(self._finalize_one, self._finalize_wake)),
+            asyncio.create_task(self._housekeeping()),
+            *(asyncio.create_task(d.run(self._stopping)) for d in self.dispatchers),
+        ]
+
+    async def stop(self, grace: float = 10.0) -> None:
+        """Stop claiming; let requests in flight finish within ``grace``; commit their results."""
+        self._stopping.set()
+        self.notify()
+        in_flight = [asyncio.create_task(d.wait_in_flight()) for d in self.dispatchers]
+        if in_flight:
+            await asyncio.wait(in_flight, timeout=grace)
+        await asyncio.wait_for(self.committer.flush(), timeout=grace)
+        for task in [*self._tasks, self._committer_task]:
+            task.cancel()
+        for task in [*self._tasks, self._committer_task]:
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+        log.info("worker_stopped", extra={"worker": self.id})
+
+    async def _phase_loop(self, step: Callable[[], Awaitable[bool]], wake: asyncio.Event) -> None:
+        while not self._stopping.is_set():
+            try:
+                did_work = await step()
+            except Exception:
+                log.exception("worker_step_failed")
+                did_work = False
+            if not did_work:
+                wake.clear()
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(wake.wait(), timeout=self._settings.poll_interval)
+
+    def _lease_until(self) -> float:
+        return self._clock.now() + self._settings.lease_seconds
+
+    async def _validate_one(self) -> bool:
+        batch = await self._store.claim_batch_to_validate(
+            self.id, self._clock.now(), self._lease_until()
+        )
+        if batch is None:
+            return False
+        await self._hold(batch, self._ingest.run)
+        for dispatcher in self.dispatchers:
+            dispatcher.wake()
+        return True
+
+    async def _finalize_one(self) -> bool:
+        batch = await self._store.claim_batch_to_finalize(
+            self.id, self._clock.now(), self._lease_until()
+        )
+        if batch is None:
+            return False
+        await self._hold(batch, self._finalizer.run)
+        return True
+
+    async def _hold(
+        self, batch: Batch, phase: Callable[[Batch, str, int], Awaitable[object]]
+    ) -> None:
+        """Run a whole-batch phase while housekeeping renews the batch's lease."""
+        self._held.add(batch.id)
+        try:
+            await phase(batch, self.id, int(self._clock.now()))
+            log.info("batch_phase_done", extra={"batch_id": batch.id, "project": batch.project})
+        finally:
+            self._held.discard(batch.id)
+
+    async def _housekeeping(self) -> None:
+        interval = self._settings.lease_seconds / 3
+        while not self._stopping.is_set():
+            try:
+                until = self._lease_until()
+                await self._store.renew_request_leases(self.id, until)
+                for batch_id in list(self._held):
+                    await self._store.renew_batch_lease(batch_id, self.id, until)
+                await self._store.reclaim_expired_requests(self._clock.now())
+            except Exception:
+                log.exception("housekeeping_failed")
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._stopping.wait(), timeout=interval)
