@@ -1,0 +1,773 @@
+"""One behavioural suite for the metadata store, run against SQLite and PostgreSQL alike."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+from batchd import ids
+from batchd.models import (
+    OUTPUT_PURPOSE,
+    Batch,
+    BatchStatus,
+    IndexedLine,
+    LineError,
+    RequestResult,
+    RequestState,
+    StoredFile,
+    Usage,
+)
+from batchd.store import SqlStore
+
+pytestmark = pytest.mark.anyio
+
+NOW = 1_700_000_000
+DAY = 86_400
+LEASE = 30
+MODEL = "gpt-test"
+LINE_BYTES = 40  # every fake input line is this long, plus its newline
+
+
+# -- factories -------------------------------------------------------------------------------
+
+
+async def make_file(store: SqlStore, **overrides: Any) -> StoredFile:
+    file_id = overrides.pop("id", None) or ids.file_id()
+    values: dict[str, Any] = {
+        "id": file_id,
+        "project": "default",
+        "purpose": "batch",
+        "filename": "input.jsonl",
+        "bytes": 123,
+        "created_at": NOW,
+        "expires_at": NOW + 30 * DAY,
+        "blob_key": f"files/{file_id}",
+    }
+    file = StoredFile(**{**values, **overrides})
+    await store.insert_file(file)
+    return file
+
+
+async def make_batch(store: SqlStore, **overrides: Any) -> Batch:
+    values: dict[str, Any] = {
+        "id": ids.batch_id(),
+        "project": "default",
+        "endpoint": "/v1/chat/completions",
+        "input_file_id": ids.file_id(),
+        "completion_window": "24h",
+        "status": BatchStatus.VALIDATING,
+        "created_at": NOW,
+        "expires_at": NOW + DAY,
+    }
+    batch = Batch(**{**values, **overrides})
+    await store.insert_batch(batch)
+    return batch
+
+
+def indexed_lines(count: int, first: int = 1) -> list[IndexedLine]:
+    return [
+        IndexedLine(n, f"req-{n}", (n - 1) * (LINE_BYTES + 1), LINE_BYTES)
+        for n in range(first, first + count)
+    ]
+
+
+async def make_running_batch(store: SqlStore, lines: int = 3, **overrides: Any) -> Batch:
+    """A batch that passed validation with ``lines`` pending requests."""
+    batch = await make_batch(store, **overrides)
+    claimed = await store.claim_batch_to_validate("validator", NOW, NOW + LEASE)
+    assert claimed is not None
+    assert claimed.id == batch.id
+    await store.add_requests(batch.id, indexed_lines(lines))
+    await store.start_batch(batch.id, "validator", lines, MODEL, NOW)
+    return await fetch(store, batch.id)
+
+
+async def fetch(store: SqlStore, batch_id: str) -> Batch:
+    batch = await store.get_batch(batch_id)
+    assert batch is not None
+    return batch
+
+
+def result(
+    batch_id: str,
+    line: int,
+    state: RequestState = RequestState.SUCCEEDED,
+    usage: Usage | None = None,
+) -> RequestResult:
+    return RequestResult(batch_id, line, state, b'{"line":%d}' % line, usage)
+
+
+async def lease_of(store: SqlStore, batch_id: str) -> tuple[Any, Any]:
+    async with store.db.reader() as conn:
+        rows = await conn.fetch(
+            "SELECT lease_owner, lease_until FROM batches WHERE id = $1", batch_id
+        )
+    return rows[0]["lease_owner"], rows[0]["lease_until"]
+
+
+async def request_count(store: SqlStore, batch_id: str) -> int:
+    async with store.db.reader() as conn:
+        rows = await conn.fetch("SELECT count(*) AS n FROM requests WHERE batch_id = $1", batch_id)
+    return int(rows[0]["n"])
+
+
+async def walk_files(store: SqlStore, *, ascending: bool, limit: int) -> list[list[str]]:
+    pages, after = [], None
+    while True:
+        page = await store.list_files(
+            "default", purpose=None, limit=limit, ascending=ascending, after=after
+        )
+        pages.append([f.id for f in page.items])
+        if not page.has_more:
+            return pages
+        after = page.items[-1].id
+
+
+# -- files -----------------------------------------------------------------------------------
+
+
+async def test_insert_then_get_file(store: SqlStore) -> None:
+    """A stored file reads back field for field."""
+    file = await make_file(store, expires_at=None, filename="a b.jsonl")
+    assert await store.get_file("default", file.id) == file
+
+
+async def test_get_file_of_another_project(store: SqlStore) -> None:
+    """A file is invisible to other projects."""
+    file = await make_file(store, project="alpha")
+    assert await store.get_file("beta", file.id) is None
+    assert await store.get_file("alpha", "file-missing") is None
+
+
+async def test_list_files_newest_first_and_ascending(store: SqlStore) -> None:
+    """Files list newest first by default and oldest first when ascending, per project."""
+    made = [await make_file(store, created_at=NOW + i) for i in range(3)]
+    await make_file(store, project="other")
+    desc = await store.list_files("default", purpose=None, limit=10, ascending=False, after=None)
+    asc = await store.list_files("default", purpose=None, limit=10, ascending=True, after=None)
+    assert [f.id for f in desc.items] == [f.id for f in reversed(made)]
+    assert [f.id for f in asc.items] == [f.id for f in made]
+    assert not desc.has_more
+    assert not asc.has_more
+
+
+async def test_list_files_by_purpose(store: SqlStore) -> None:
+    """The purpose filter keeps only files of that purpose."""
+    batch_file = await make_file(store, purpose="batch")
+    await make_file(store, purpose="batch_output")
+    page = await store.list_files(
+        "default", purpose="batch", limit=10, ascending=False, after=None
+    )
+    assert [f.id for f in page.items] == [batch_file.id]
+
+
+@pytest.mark.parametrize("ascending", [False, True])
+async def test_list_files_pages_with_exact_has_more(store: SqlStore, ascending: bool) -> None:
+    """Walking pages with ``after`` visits every file once; has_more is false only at the end."""
+    made = [(await make_file(store, created_at=NOW + i)).id for i in range(5)]
+    pages = await walk_files(store, ascending=ascending, limit=2)
+    expected = made if ascending else made[::-1]
+    assert pages == [expected[0:2], expected[2:4], expected[4:5]]
+
+
+async def test_list_files_exact_fit_has_no_more(store: SqlStore) -> None:
+    """A page that holds exactly the remaining files reports has_more false."""
+    for i in range(4):
+        await make_file(store, created_at=NOW + i)
+    assert [len(p) for p in await walk_files(store, ascending=False, limit=2)] == [2, 2]
+
+
+async def test_delete_file(store: SqlStore) -> None:
+    """Delete returns the file once; it is gone afterwards."""
+    file = await make_file(store)
+    assert await store.delete_file("default", file.id) == file
+    assert await store.get_file("default", file.id) is None
+    assert await store.delete_file("default", file.id) is None
+
+
+async def test_delete_file_of_another_project(store: SqlStore) -> None:
+    """Deleting from another project removes nothing."""
+    file = await make_file(store, project="alpha")
+    assert await store.delete_file("beta", file.id) is None
+    assert await store.get_file("alpha", file.id) == file
+
+
+@pytest.mark.parametrize(
+    ("status", "in_use"),
+    [
+        (BatchStatus.VALIDATING, True),
+        (BatchStatus.IN_PROGRESS, True),
+        (BatchStatus.CANCELLING, True),
+        (BatchStatus.FINALIZING, True),
+        (BatchStatus.COMPLETED, False),
+        (BatchStatus.FAILED, False),
+        (BatchStatus.EXPIRED, False),
+        (BatchStatus.CANCELLED, False),
+    ],
+)
+async def test_blob_in_use(store: SqlStore, status: BatchStatus, in_use: bool) -> None:
+    """A file is in use exactly while a non-terminal batch reads it."""
+    file = await make_file(store)
+    assert not await store.blob_in_use(file.id)
+    await make_batch(store, input_file_id=file.id, status=status)
+    assert await store.blob_in_use(file.id) is in_use
+
+
+# -- batches ---------------------------------------------------------------------------------
+
+
+async def test_insert_then_get_batch(store: SqlStore) -> None:
+    """A new batch reads back with metadata, output_expires_after and zero counts."""
+    batch = await make_batch(
+        store, metadata={"team": "search", "ünï": "çødé"}, output_expires_after=7200
+    )
+    stored = await fetch(store, batch.id)
+    assert stored == batch
+    assert stored.metadata == {"team": "search", "ünï": "çødé"}
+    assert stored.output_expires_after == 7200
+    assert (stored.total, stored.completed, stored.failed) == (0, 0, 0)
+    assert stored.usage == Usage()
+    assert stored.errors is None
+
+
+async def test_batch_without_metadata(store: SqlStore) -> None:
+    """Absent metadata and output_expires_after read back as None."""
+    batch = await make_batch(store)
+    stored = await fetch(store, batch.id)
+    assert stored.metadata is None
+    assert stored.output_expires_after is None
+
+
+async def test_get_batch_of_another_project(store: SqlStore) -> None:
+    """A batch is invisible to other projects, and an unknown id is None."""
+    batch = await make_batch(store, project="alpha")
+    assert await store.get_batch(batch.id, "beta") is None
+    assert await store.get_batch(batch.id, "alpha") is not None
+    assert await store.get_batch("batch_missing") is None
+
+
+async def test_list_batches_pages_newest_first(store: SqlStore) -> None:
+    """Batches list newest first, paged by ``after`` with an exact has_more."""
+    made = [(await make_batch(store, created_at=NOW + i)).id for i in range(5)]
+    await make_batch(store, project="other")
+    pages, after = [], None
+    while True:
+        page = await store.list_batches("default", limit=2, after=after)
+        pages.append([b.id for b in page.items])
+        if not page.has_more:
+            break
+        after = page.items[-1].id
+    newest = made[::-1]
+    assert pages == [newest[0:2], newest[2:4], newest[4:5]]
+
+
+async def test_list_batches_exact_fit(store: SqlStore) -> None:
+    """A limit equal to the number of batches gives one page without has_more."""
+    for _ in range(3):
+        await make_batch(store)
+    page = await store.list_batches("default", limit=3, after=None)
+    assert len(page.items) == 3
+    assert not page.has_more
+
+
+@pytest.mark.parametrize("status", [BatchStatus.VALIDATING, BatchStatus.IN_PROGRESS])
+async def test_request_cancel_moves_to_cancelling(store: SqlStore, status: BatchStatus) -> None:
+    """Cancelling a validating or running batch makes it cancelling, stamped."""
+    batch = await make_batch(store, status=status)
+    cancelled = await store.request_cancel(batch.id, "default", NOW + 5)
+    assert cancelled is not None
+    assert cancelled.status is BatchStatus.CANCELLING
+    assert cancelled.cancelling_at == NOW + 5
+
+
+@pytest.mark.parametrize(
+    "status",
+    [BatchStatus.COMPLETED, BatchStatus.FAILED, BatchStatus.FINALIZING, BatchStatus.CANCELLED],
+)
+async def test_request_cancel_leaves_others_unchanged(
+    store: SqlStore, status: BatchStatus
+) -> None:
+    """Cancelling a batch past the point of cancelling returns it unchanged."""
+    batch = await make_batch(store, status=status)
+    after = await store.request_cancel(batch.id, "default", NOW + 5)
+    assert after == batch
+
+
+async def test_request_cancel_of_another_project(store: SqlStore) -> None:
+    """Another project cannot cancel a batch."""
+    batch = await make_batch(store, project="alpha")
+    assert await store.request_cancel(batch.id, "beta", NOW) is None
+    assert (await fetch(store, batch.id)).status is BatchStatus.VALIDATING
+
+
+# -- validation phase ------------------------------------------------------------------------
+
+
+async def test_claim_to_validate_takes_oldest_once(store: SqlStore) -> None:
+    """The oldest validating batch is leased to one owner until the lease runs out."""
+    first = await make_batch(store)
+    await make_batch(store)
+    claimed = await store.claim_batch_to_validate("a", NOW, NOW + LEASE)
+    assert claimed is not None
+    assert claimed.id == first.id
+    second = await store.claim_batch_to_validate("b", NOW + 1, NOW + 1 + LEASE)
+    assert second is not None
+    assert second.id != first.id
+    assert await store.claim_batch_to_validate("c", NOW + 2, NOW + 2 + LEASE) is None
+    again = await store.claim_batch_to_validate("c", NOW + LEASE + 1, NOW + 2 * LEASE)
+    assert again is not None
+    assert again.id == first.id
+    assert await lease_of(store, first.id) == ("c", NOW + 2 * LEASE)
+
+
+async def test_claim_to_validate_ignores_other_statuses(store: SqlStore) -> None:
+    """Only validating batches are claimed for validation."""
+    for status in BatchStatus:
+        if status is not BatchStatus.VALIDATING:
+            await make_batch(store, status=status)
+    assert await store.claim_batch_to_validate("a", NOW, NOW + LEASE) is None
+
+
+async def test_renew_batch_lease_keeps_claim(store: SqlStore) -> None:
+    """A renewed lease keeps the batch from others; a stranger cannot renew it."""
+    batch = await make_batch(store)
+    await store.claim_batch_to_validate("a", NOW, NOW + LEASE)
+    await store.renew_batch_lease(batch.id, "a", NOW + 3 * LEASE)
+    await store.renew_batch_lease(batch.id, "b", NOW + 10 * LEASE)
+    assert await store.claim_batch_to_validate("b", NOW + 2 * LEASE, NOW + 3 * LEASE) is None
+    assert await lease_of(store, batch.id) == ("a", NOW + 3 * LEASE)
+
+
+async def test_start_batch(store: SqlStore) -> None:
+    """Starting sets total, model and in_progress_at, and releases the lease."""
+    batch = await make_batch(store)
+    await store.claim_batch_to_validate("v", NOW, NOW + LEASE)
+    await store.add_requests(batch.id, indexed_lines(3))
+    await store.start_batch(batch.id, "v", 3, MODEL, NOW + 2)
+    started = await fetch(store, batch.id)
+    assert started.status is BatchStatus.IN_PROGRESS
+    assert (started.total, started.model, started.in_progress_at) == (3, MODEL, NOW + 2)
+    assert (started.completed, started.failed) == (0, 0)
+    assert await lease_of(store, batch.id) == (None, None)
+    assert await request_count(store, batch.id) == 3
+
+
+async def test_start_batch_needs_the_lease(store: SqlStore) -> None:
+    """A worker that does not hold the lease cannot start the batch."""
+    batch = await make_batch(store)
+    await store.claim_batch_to_validate("v", NOW, NOW + LEASE)
+    await store.start_batch(batch.id, "stranger", 3, MODEL, NOW)
+    assert (await fetch(store, batch.id)).status is BatchStatus.VALIDATING
+
+
+async def test_start_batch_cancelled_meanwhile(store: SqlStore) -> None:
+    """A batch cancelled during validation stays cancelling when validation passes."""
+    batch = await make_batch(store)
+    await store.claim_batch_to_validate("v", NOW, NOW + LEASE)
+    await store.request_cancel(batch.id, "default", NOW + 1)
+    await store.add_requests(batch.id, indexed_lines(2))
+    await store.start_batch(batch.id, "v", 2, MODEL, NOW + 2)
+    after = await fetch(store, batch.id)
+    assert after.status is BatchStatus.CANCELLING
+    assert after.in_progress_at is None
+    assert after.total == 2
+
+
+async def test_clear_requests(store: SqlStore) -> None:
+    """Clearing removes a half-indexed batch's request rows."""
+    batch = await make_batch(store)
+    await store.add_requests(batch.id, indexed_lines(4))
+    await store.clear_requests(batch.id)
+    assert await request_count(store, batch.id) == 0
+
+
+async def test_fail_validation(store: SqlStore) -> None:
+    """Failing stores every error, stamps failed_at and drops the request rows."""
+    batch = await make_batch(store)
+    await store.claim_batch_to_validate("v", NOW, NOW + LEASE)
+    await store.add_requests(batch.id, indexed_lines(2))
+    errors = [
+        LineError("invalid_json_line", "This line is not parseable as valid JSON.", None, 3),
+        LineError("missing_required_parameter", "Missing 'url'.", "url", 7),
+        LineError("invalid_request", "The input file contains no requests.", "input_file_id"),
+    ]
+    await store.fail_validation(batch.id, "v", errors, NOW + 3)
+    failed = await fetch(store, batch.id)
+    assert failed.status is BatchStatus.FAILED
+    assert failed.failed_at == NOW + 3
+    assert failed.errors == errors
+    assert (failed.total, failed.completed, failed.failed) == (0, 0, 0)
+    assert await request_count(store, batch.id) == 0
+    assert await lease_of(store, batch.id) == (None, None)
+
+
+async def test_fail_validation_of_cancelling_batch(store: SqlStore) -> None:
+    """A batch cancelled during validation ends cancelled, not failed."""
+    batch = await make_batch(store)
+    await store.claim_batch_to_validate("v", NOW, NOW + LEASE)
+    await store.request_cancel(batch.id, "default", NOW + 1)
+    await store.fail_validation(batch.id, "v", [LineError("x", "y", None, 1)], NOW + 2)
+    after = await fetch(store, batch.id)
+    assert after.status is BatchStatus.CANCELLED
+    assert after.cancelled_at == NOW + 2
+    assert after.failed_at is None
+
+
+# -- requests --------------------------------------------------------------------------------
+
+
+async def test_claim_requests_in_line_order(store: SqlStore) -> None:
+    """Claims hand out pending lines in order with their byte ranges, one attempt each."""
+    batch = await make_running_batch(store, lines=5)
+    claims = await store.claim_requests(batch.id, "w", 3, NOW + LEASE)
+    assert [(c.line, c.custom_id, c.offset, c.length, c.attempts) for c in claims] == [
+        (1, "req-1", 0, LINE_BYTES, 1),
+        (2, "req-2", LINE_BYTES + 1, LINE_BYTES, 1),
+        (3, "req-3", 2 * (LINE_BYTES + 1), LINE_BYTES, 1),
+    ]
+    assert all(c.batch_id == batch.id for c in claims)
+
+
+async def test_claim_requests_never_shares_a_line(store: SqlStore) -> None:
+    """Two owners never hold the same line; claims stop when nothing is pending."""
+    batch = await make_running_batch(store, lines=5)
+    first = await store.claim_requests(batch.id, "a", 3, NOW + LEASE)
+    second = await store.claim_requests(batch.id, "b", 3, NOW + LEASE)
+    assert [c.line for c in first] == [1, 2, 3]
+    assert [c.line for c in second] == [4, 5]
+    assert await store.claim_requests(batch.id, "c", 3, NOW + LEASE) == []
+
+
+async def test_release_requests(store: SqlStore) -> None:
+    """Released lines go back to pending with their attempt undone."""
+    batch = await make_running_batch(store, lines=3)
+    await store.claim_requests(batch.id, "a", 3, NOW + LEASE)
+    await store.release_requests("a", batch.id, [2, 3])
+    again = await store.claim_requests(batch.id, "b", 3, NOW + LEASE)
+    assert [(c.line, c.attempts) for c in again] == [(2, 1), (3, 1)]
+
+
+async def test_release_requests_of_another_owner(store: SqlStore) -> None:
+    """An owner cannot release lines it does not hold."""
+    batch = await make_running_batch(store, lines=2)
+    await store.claim_requests(batch.id, "a", 2, NOW + LEASE)
+    await store.release_requests("b", batch.id, [1, 2])
+    assert await store.claim_requests(batch.id, "b", 2, NOW + LEASE) == []
+
+
+async def test_reclaim_expired_requests(store: SqlStore) -> None:
+    """Lines whose lease passed go back to pending and count a second attempt when reclaimed."""
+    batch = await make_running_batch(store, lines=2)
+    await store.claim_requests(batch.id, "a", 2, NOW + LEASE)
+    await store.reclaim_expired_requests(NOW + LEASE - 1)
+    assert await store.claim_requests(batch.id, "b", 2, NOW + 2 * LEASE) == []
+    await store.reclaim_expired_requests(NOW + LEASE + 1)
+    again = await store.claim_requests(batch.id, "b", 2, NOW + 2 * LEASE)
+    assert [(c.line, c.attempts) for c in again] == [(1, 2), (2, 2)]
+
+
+async def test_renew_request_leases(store: SqlStore) -> None:
+    """Renewed leases survive a reclaim that would have taken the lines back."""
+    batch = await make_running_batch(store, lines=2)
+    await store.claim_requests(batch.id, "a", 1, NOW + LEASE)
+    await store.claim_requests(batch.id, "b", 1, NOW + LEASE)
+    await store.renew_request_leases("a", NOW + 3 * LEASE)
+    await store.reclaim_expired_requests(NOW + 2 * LEASE)
+    again = await store.claim_requests(batch.id, "c", 2, NOW + 4 * LEASE)
+    assert [c.line for c in again] == [2]
+
+
+# -- results ---------------------------------------------------------------------------------
+
+
+async def test_record_results_counts_and_sums_usage(store: SqlStore) -> None:
+    """Results add to completed/failed and their usage is summed onto the batch."""
+    batch = await make_running_batch(store, lines=3)
+    await store.claim_requests(batch.id, "w", 3, NOW + LEASE)
+    await store.record_results(
+        "w",
+        [
+            result(batch.id, 1, usage=Usage(10, 2, 5, 1, 15)),
+            result(batch.id, 2, usage=Usage(7, 0, 3, 0, 10)),
+            result(batch.id, 3, RequestState.FAILED),
+        ],
+    )
+    after = await fetch(store, batch.id)
+    assert (after.completed, after.failed) == (2, 1)
+    assert after.usage == Usage(17, 2, 8, 1, 25)
+
+
+async def test_record_results_across_batches(store: SqlStore) -> None:
+    """One commit may carry results of several batches; each gets its own counts."""
+    one = await make_running_batch(store, lines=1)
+    two = await make_running_batch(store, lines=2)
+    await store.claim_requests(one.id, "w", 5, NOW + LEASE)
+    await store.claim_requests(two.id, "w", 5, NOW + LEASE)
+    await store.record_results(
+        "w", [result(one.id, 1), result(two.id, 1), result(two.id, 2, RequestState.FAILED)]
+    )
+    assert ((await fetch(store, one.id)).completed, (await fetch(store, one.id)).failed) == (1, 0)
+    assert ((await fetch(store, two.id)).completed, (await fetch(store, two.id)).failed) == (1, 1)
+
+
+async def test_record_results_from_lost_lease_is_ignored(store: SqlStore) -> None:
+    """A result from a worker whose line was reclaimed and re-claimed is not counted."""
+    batch = await make_running_batch(store, lines=1)
+    await store.claim_requests(batch.id, "a", 1, NOW + LEASE)
+    await store.reclaim_expired_requests(NOW + LEASE + 1)
+    await store.claim_requests(batch.id, "b", 1, NOW + 3 * LEASE)
+    await store.record_results("a", [result(batch.id, 1, usage=Usage(1, 0, 1, 0, 2))])
+    assert (await fetch(store, batch.id)).completed == 0
+    await store.record_results("b", [result(batch.id, 1, usage=Usage(1, 0, 1, 0, 2))])
+    await store.record_results("b", [result(batch.id, 1, usage=Usage(1, 0, 1, 0, 2))])
+    after = await fetch(store, batch.id)
+    assert (after.completed, after.failed) == (1, 0)
+    assert after.usage.total_tokens == 2
+
+
+async def test_record_results_after_skip_is_ignored(store: SqlStore) -> None:
+    """A late result for a line already closed as expired is not counted."""
+    batch = await make_running_batch(store, lines=2)
+    await store.claim_requests(batch.id, "w", 2, NOW + LEASE)
+    claimed = await store.claim_batch_to_finalize("f", NOW + DAY, NOW + DAY + LEASE)
+    assert claimed is not None
+    await store.skip_unfinished(batch.id, "f", RequestState.EXPIRED)
+    await store.record_results("w", [result(batch.id, 1), result(batch.id, 2)])
+    after = await fetch(store, batch.id)
+    assert (after.completed, after.failed) == (0, 2)
+    lines = [row async for row in store.finished_lines(batch.id)]
+    assert [(r.state, r.result) for r in lines] == [(RequestState.EXPIRED, None)] * 2
+
+
+# -- dispatch --------------------------------------------------------------------------------
+
+
+async def test_dispatchable_batches(store: SqlStore) -> None:
+    """Only running batches inside their window with unfinished lines are dispatchable."""
+    ready = await make_running_batch(store, lines=1)
+    done = await make_running_batch(store, lines=1)
+    await make_running_batch(store, lines=1, expires_at=NOW + 10)
+    cancelling = await make_running_batch(store, lines=1)
+    await store.request_cancel(cancelling.id, "default", NOW)
+    await make_batch(store)  # still validating
+    await store.claim_requests(done.id, "w", 1, NOW + LEASE)
+    await store.record_results("w", [result(done.id, 1)])
+    dispatchable = await store.dispatchable_batches(NOW + 10)
+    assert [b.id for b in dispatchable] == [ready.id]
+
+
+async def test_dispatchable_batches_oldest_first(store: SqlStore) -> None:
+    """Dispatchable batches come oldest first."""
+    made = [(await make_running_batch(store, lines=1)).id for _ in range(3)]
+    assert [b.id for b in await store.dispatchable_batches(NOW)] == made
+
+
+# -- finalize phase --------------------------------------------------------------------------
+
+
+async def test_claim_to_finalize_when_all_lines_done(store: SqlStore) -> None:
+    """A running batch is claimed for finalizing only once every line has a result."""
+    batch = await make_running_batch(store, lines=2)
+    claims = await store.claim_requests(batch.id, "w", 2, NOW + LEASE)
+    assert await store.claim_batch_to_finalize("f", NOW, NOW + LEASE) is None
+    await store.record_results("w", [result(batch.id, 1)])
+    assert await store.claim_batch_to_finalize("f", NOW, NOW + LEASE) is None
+    await store.record_results("w", [result(batch.id, c.line) for c in claims[1:]])
+    claimed = await store.claim_batch_to_finalize("f", NOW, NOW + LEASE)
+    assert claimed is not None
+    assert claimed.id == batch.id
+    assert await store.claim_batch_to_finalize("g", NOW + 1, NOW + LEASE) is None
+
+
+async def test_claim_to_finalize_past_window(store: SqlStore) -> None:
+    """A running batch is claimed for finalizing once its window has ended."""
+    batch = await make_running_batch(store, lines=2)
+    assert await store.claim_batch_to_finalize("f", NOW + DAY - 1, NOW + DAY) is None
+    claimed = await store.claim_batch_to_finalize("f", NOW + DAY, NOW + DAY + LEASE)
+    assert claimed is not None
+    assert claimed.id == batch.id
+
+
+async def test_claim_to_finalize_cancelling_waits_for_running(store: SqlStore) -> None:
+    """A cancelling batch is claimed only when none of its requests is running."""
+    batch = await make_running_batch(store, lines=3)
+    await store.claim_requests(batch.id, "w", 1, NOW + LEASE)
+    await store.request_cancel(batch.id, "default", NOW)
+    assert await store.claim_batch_to_finalize("f", NOW, NOW + LEASE) is None
+    await store.record_results("w", [result(batch.id, 1)])
+    claimed = await store.claim_batch_to_finalize("f", NOW, NOW + LEASE)
+    assert claimed is not None
+    assert claimed.status is BatchStatus.CANCELLING
+
+
+async def test_claim_to_finalize_ignores_validating_and_terminal(store: SqlStore) -> None:
+    """Validating and finished batches are never claimed for finalizing."""
+    for status in BatchStatus:
+        if status not in (BatchStatus.IN_PROGRESS, BatchStatus.CANCELLING, BatchStatus.FINALIZING):
+            await make_batch(store, status=status, expires_at=NOW - 1)
+    assert await store.claim_batch_to_finalize("f", NOW, NOW + LEASE) is None
+
+
+async def test_enter_finalizing_then_reclaim(store: SqlStore) -> None:
+    """A finalizing batch whose finalizer vanished is claimed again when the lease passes."""
+    batch = await make_running_batch(store, lines=1)
+    await store.claim_requests(batch.id, "w", 1, NOW + LEASE)
+    await store.record_results("w", [result(batch.id, 1)])
+    await store.claim_batch_to_finalize("f", NOW, NOW + LEASE)
+    await store.enter_finalizing(batch.id, "f", NOW + 1)
+    finalizing = await fetch(store, batch.id)
+    assert finalizing.status is BatchStatus.FINALIZING
+    assert finalizing.finalizing_at == NOW + 1
+    assert await store.claim_batch_to_finalize("g", NOW + 2, NOW + LEASE) is None
+    again = await store.claim_batch_to_finalize("g", NOW + LEASE + 1, NOW + 2 * LEASE)
+    assert again is not None
+    assert again.status is BatchStatus.FINALIZING
+
+
+async def test_enter_finalizing_needs_lease_and_running(store: SqlStore) -> None:
+    """Only the lease holder moves a running batch to finalizing."""
+    batch = await make_running_batch(store, lines=1)
+    await store.claim_batch_to_finalize("f", NOW + DAY, NOW + DAY + LEASE)
+    await store.enter_finalizing(batch.id, "stranger", NOW)
+    assert (await fetch(store, batch.id)).status is BatchStatus.IN_PROGRESS
+    await store.request_cancel(batch.id, "default", NOW)
+    await store.enter_finalizing(batch.id, "f", NOW)
+    assert (await fetch(store, batch.id)).status is BatchStatus.CANCELLING
+
+
+async def test_skip_unfinished(store: SqlStore) -> None:
+    """Skipping closes pending and running lines as the given state and counts them failed."""
+    batch = await make_running_batch(store, lines=4)
+    await store.claim_requests(batch.id, "w", 2, NOW + LEASE)
+    await store.record_results("w", [result(batch.id, 1)])
+    await store.claim_batch_to_finalize("f", NOW + DAY, NOW + DAY + LEASE)
+    assert await store.has_requests_in(batch.id, RequestState.RUNNING)
+    await store.skip_unfinished(batch.id, "f", RequestState.CANCELLED)
+    after = await fetch(store, batch.id)
+    assert (after.total, after.completed, after.failed) == (4, 1, 3)
+    assert await store.has_requests_in(batch.id, RequestState.CANCELLED)
+    assert await store.has_requests_in(batch.id, RequestState.SUCCEEDED)
+    for state in (RequestState.PENDING, RequestState.RUNNING, RequestState.EXPIRED):
+        assert not await store.has_requests_in(batch.id, state)
+    await store.skip_unfinished(batch.id, "f", RequestState.CANCELLED)
+    assert (await fetch(store, batch.id)).failed == 3
+
+
+@pytest.mark.xfail(
+    reason="bug: SqlStore.skip_unfinished closes request rows without checking the batch lease "
+    "(only the counter update is guarded), so a finalizer that lost its lease marks lines "
+    "expired/cancelled that are then never counted: completed + failed < total at the end",
+    strict=True,
+)
+async def test_skip_unfinished_needs_the_lease(store: SqlStore) -> None:
+    """A worker without the batch lease closes no lines."""
+    batch = await make_running_batch(store, lines=2)
+    await store.claim_batch_to_finalize("f", NOW + DAY, NOW + DAY + LEASE)
+    await store.skip_unfinished(batch.id, "stale", RequestState.EXPIRED)
+    assert await store.has_requests_in(batch.id, RequestState.PENDING)
+    assert not await store.has_requests_in(batch.id, RequestState.EXPIRED)
+
+
+async def test_finished_lines_in_line_order_across_pages(store: SqlStore) -> None:
+    """Every line comes back once, in line order, past the 1000-row page size."""
+    count = 1203
+    batch = await make_running_batch(store, lines=count)
+    await store.claim_requests(batch.id, "w", 3, NOW + LEASE)
+    await store.record_results(
+        "w", [result(batch.id, 1), result(batch.id, 2, RequestState.FAILED)]
+    )
+    lines = [row async for row in store.finished_lines(batch.id)]
+    assert [r.line for r in lines] == list(range(1, count + 1))
+    assert [r.custom_id for r in lines[:2]] == ["req-1", "req-2"]
+    assert [(r.state, r.result) for r in lines[:4]] == [
+        (RequestState.SUCCEEDED, b'{"line":1}'),
+        (RequestState.FAILED, b'{"line":2}'),
+        (RequestState.RUNNING, None),
+        (RequestState.PENDING, None),
+    ]
+
+
+async def test_finished_lines_of_exactly_one_page(store: SqlStore) -> None:
+    """A batch of exactly one page of lines yields each line once."""
+    batch = await make_running_batch(store, lines=1000)
+    lines = [row.line async for row in store.finished_lines(batch.id)]
+    assert lines == list(range(1, 1001))
+
+
+def output_file(batch: Batch, kind: str) -> StoredFile:
+    return StoredFile(
+        id=ids.file_id(),
+        project=batch.project,
+        purpose=OUTPUT_PURPOSE,
+        filename=f"{batch.id}_{kind}.jsonl",
+        bytes=42,
+        created_at=NOW + 9,
+        expires_at=NOW + 9 + 30 * DAY,
+        blob_key=f"batches/{batch.id}/{kind}.jsonl",
+    )
+
+
+async def test_finish_batch(store: SqlStore) -> None:
+    """Finishing records both files, the status, its timestamp and clears the lease."""
+    batch = await make_running_batch(store, lines=2, project="p")
+    await store.claim_requests(batch.id, "w", 2, NOW + LEASE)
+    await store.record_results("w", [result(batch.id, 1), result(batch.id, 2, RequestState.FAILED)])
+    await store.claim_batch_to_finalize("f", NOW, NOW + LEASE)
+    await store.enter_finalizing(batch.id, "f", NOW + 8)
+    output, error = output_file(batch, "output"), output_file(batch, "error")
+    await store.finish_batch(batch.id, "f", BatchStatus.COMPLETED, NOW + 9, output, error)
+    done = await fetch(store, batch.id)
+    assert done.status is BatchStatus.COMPLETED
+    assert (done.finalizing_at, done.completed_at) == (NOW + 8, NOW + 9)
+    assert (done.output_file_id, done.error_file_id) == (output.id, error.id)
+    assert await store.get_file("p", output.id) == output
+    assert await store.get_file("p", error.id) == error
+    assert await lease_of(store, batch.id) == (None, None)
+    assert not await store.blob_in_use(batch.input_file_id)
+
+
+@pytest.mark.parametrize(
+    ("status", "stamp"),
+    [(BatchStatus.EXPIRED, "expired_at"), (BatchStatus.CANCELLED, "cancelled_at")],
+)
+async def test_finish_batch_without_files(
+    store: SqlStore, status: BatchStatus, stamp: str
+) -> None:
+    """A batch may finish expired or cancelled with no result files at all."""
+    batch = await make_running_batch(store, lines=1)
+    await store.claim_batch_to_finalize("f", NOW + DAY, NOW + DAY + LEASE)
+    await store.finish_batch(batch.id, "f", status, NOW + DAY, None, None)
+    done = await fetch(store, batch.id)
+    assert done.status is status
+    assert getattr(done, stamp) == NOW + DAY
+    assert (done.output_file_id, done.error_file_id) == (None, None)
+
+
+@pytest.mark.xfail(
+    reason="bug: SqlStore.finish_batch inserts the output/error file rows before, and "
+    "regardless of, the lease-guarded batch update, so a finalizer that lost its lease leaves "
+    "orphan batch_output files in the project's file list",
+    strict=True,
+)
+async def test_finish_batch_needs_the_lease(store: SqlStore) -> None:
+    """A worker without the batch lease records neither files nor status."""
+    batch = await make_running_batch(store, lines=1)
+    await store.claim_batch_to_finalize("f", NOW + DAY, NOW + DAY + LEASE)
+    output = output_file(batch, "output")
+    await store.finish_batch(batch.id, "stale", BatchStatus.EXPIRED, NOW + DAY, output, None)
+    assert (await fetch(store, batch.id)).status is BatchStatus.IN_PROGRESS
+    assert await store.get_file(batch.project, output.id) is None
+
+
+# -- migrations ------------------------------------------------------------------------------
+
+
+async def test_migrate_is_idempotent(store: SqlStore) -> None:
+    """Migrating an up-to-date database changes nothing and reports the same version."""
+    first = await store.db.migrate()
+    second = await store.db.migrate()
+    assert first == second == max(v for v, _ in store.db.migrations())
+    file = await make_file(store)
+    assert await store.db.migrate() == first
+    assert await store.get_file("default", file.id) == file

@@ -1,0 +1,355 @@
+"""The streaming validator of batch input files (SPEC §4, level 2) and the line splitter."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Iterable
+from typing import Any
+
+import orjson
+import pytest
+
+from batchd.models import IndexedLine, LineError
+from batchd.validation import MAX_REPORTED_ERRORS, LineValidator, Outcome, Rules, iter_lines
+
+CHAT = "/v1/chat/completions"
+SERVED = {"gpt-test", "other-model", "embed-test"}
+
+
+def rules(endpoint: str = CHAT, **overrides: Any) -> Rules:
+    values: dict[str, Any] = {
+        "endpoint": endpoint,
+        "max_requests": 50_000,
+        "max_embedding_inputs": 50_000,
+        "model_is_served": SERVED.__contains__,
+    }
+    return Rules(**{**values, **overrides})
+
+
+def line(custom_id: str = "r1", endpoint: str = CHAT, **changes: Any) -> dict[str, Any]:
+    bodies: dict[str, dict[str, Any]] = {
+        "/v1/chat/completions": {"model": "gpt-test", "messages": [{"role": "user", "content": "hi"}]},
+        "/v1/completions": {"model": "gpt-test", "prompt": "hi"},
+        "/v1/embeddings": {"model": "embed-test", "input": "hi"},
+        "/v1/responses": {"model": "gpt-test", "input": "hi"},
+        "/v1/moderations": {"model": "gpt-test", "input": "hi"},
+    }
+    request = {"custom_id": custom_id, "method": "POST", "url": endpoint, "body": bodies[endpoint]}
+    return {**request, **changes}
+
+
+def encode(request: Any) -> bytes:
+    return request if isinstance(request, bytes) else orjson.dumps(request)
+
+
+def validate(lines: Iterable[Any], **rule_overrides: Any) -> Outcome:
+    """Feed the lines numbered from 1, as the worker would."""
+    validator = LineValidator(rules(**rule_overrides))
+    offset = 0
+    for number, request in enumerate(lines, start=1):
+        raw = encode(request)
+        validator.feed(number, offset, raw)
+        offset += len(raw) + 1
+    return validator.finish()
+
+
+def codes(outcome: Outcome) -> list[tuple[str, str | None, int | None]]:
+    return [(e.code, e.param, e.line) for e in outcome.errors]
+
+
+async def chunked(data: bytes, size: int) -> AsyncIterator[bytes]:
+    for start in range(0, len(data), size):
+        yield data[start : start + size]
+
+
+async def split(data: bytes, size: int) -> list[tuple[int, int, bytes]]:
+    return [item async for item in iter_lines(chunked(data, size))]
+
+
+# -- iter_lines ------------------------------------------------------------------------------
+
+SAMPLE = b'{"a":1}\r\n\n  \r\n{"b":22}\n{"c":333}\r\n\n{"d":4444}'
+
+
+@pytest.mark.anyio
+@pytest.mark.parametrize("size", [1, 2, 3, 5, 8, 13, 1 << 20])
+async def test_iter_lines_at_any_chunking(size: int) -> None:
+    """Lines come out the same whatever the chunk boundaries: numbered, blank lines skipped."""
+    found = await split(SAMPLE, size)
+    assert [(n, raw) for n, _, raw in found] == [
+        (1, b'{"a":1}'),
+        (4, b'{"b":22}'),
+        (5, b'{"c":333}'),
+        (7, b'{"d":4444}'),
+    ]
+
+
+@pytest.mark.anyio
+@pytest.mark.parametrize("size", [1, 4, 7, 1 << 20])
+async def test_iter_lines_offsets_slice_the_original(size: int) -> None:
+    """Each line's offset and length slice it back out of the original bytes, without CR/LF."""
+    for number, offset, raw in await split(SAMPLE, size):
+        assert SAMPLE[offset : offset + len(raw)] == raw, number
+        assert not raw.endswith((b"\r", b"\n"))
+
+
+@pytest.mark.anyio
+async def test_iter_lines_final_line_without_newline() -> None:
+    """A last line with no newline is still yielded, with its offset."""
+    assert await split(b"x\nlast", 3) == [(1, 0, b"x"), (2, 2, b"last")]
+
+
+@pytest.mark.anyio
+async def test_iter_lines_trailing_newlines_and_empty_input() -> None:
+    """Trailing newlines add no lines; empty or blank input yields nothing."""
+    assert await split(b"x\n\n\n", 2) == [(1, 0, b"x")]
+    assert await split(b"", 4) == []
+    assert await split(b"\n \r\n\t\n", 1) == []
+
+
+@pytest.mark.anyio
+async def test_iter_lines_multibyte_across_chunks() -> None:
+    """A UTF-8 character split across chunks arrives whole; offsets count bytes."""
+    data = '{"x":"é"}\n{"y":"日本"}\n'.encode()
+    found = await split(data, 1)
+    assert [raw.decode() for _, _, raw in found] == ['{"x":"é"}', '{"y":"日本"}']
+    assert found[1][1] == len('{"x":"é"}\n'.encode())
+
+
+# -- valid input -----------------------------------------------------------------------------
+
+
+def test_valid_lines_are_indexed() -> None:
+    """A valid line is indexed with its number, custom_id, offset and length."""
+    validator = LineValidator(rules())
+    raw = encode(line("first"))
+    assert validator.feed(3, 17, raw) == IndexedLine(3, "first", 17, len(raw))
+    outcome = validator.finish()
+    assert outcome.errors == []
+    assert (outcome.model, outcome.total, outcome.error_count) == ("gpt-test", 1, 0)
+
+
+@pytest.mark.parametrize(
+    "endpoint",
+    ["/v1/chat/completions", "/v1/completions", "/v1/embeddings", "/v1/responses", "/v1/moderations"],
+)
+def test_each_endpoint_accepts_its_body(endpoint: str) -> None:
+    """Every supported endpoint accepts a body with the fields it needs."""
+    outcome = validate([line("a", endpoint), line("b", endpoint)], endpoint=endpoint)
+    assert outcome.errors == []
+    assert outcome.total == 2
+
+
+def test_stream_false_is_fine() -> None:
+    """``stream: false`` is allowed."""
+    request = line()
+    request["body"] = {**request["body"], "stream": False}
+    assert validate([request]).errors == []
+
+
+# -- every error code ------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("raw", [b"{not json", b"[1, 2]", b'"a string"', b"42", b"null"])
+def test_invalid_json_line(raw: bytes) -> None:
+    """A line that is not a JSON object is invalid_json_line, with no param."""
+    outcome = validate([line("ok"), raw])
+    assert codes(outcome) == [("invalid_json_line", None, 2)]
+    assert outcome.errors[0].message == "This line is not parseable as valid JSON."
+
+
+@pytest.mark.parametrize("field", ["custom_id", "method", "url", "body"])
+def test_missing_required_parameter(field: str) -> None:
+    """Each missing envelope field is reported with that field as param."""
+    request = line()
+    del request[field]
+    outcome = validate([request])
+    assert codes(outcome) == [("missing_required_parameter", field, 1)]
+
+
+def test_all_missing_fields_reported() -> None:
+    """An empty object reports all four missing fields."""
+    outcome = validate([{}])
+    assert codes(outcome) == [
+        ("missing_required_parameter", name, 1) for name in ("custom_id", "method", "url", "body")
+    ]
+
+
+def test_invalid_url() -> None:
+    """A url other than the batch endpoint is invalid_url."""
+    outcome = validate([line(url="/v1/embeddings")])
+    assert codes(outcome) == [("invalid_url", "url", 1)]
+    assert CHAT in outcome.errors[0].message
+
+
+@pytest.mark.parametrize(
+    ("endpoint", "field"),
+    [
+        ("/v1/chat/completions", "model"),
+        ("/v1/chat/completions", "messages"),
+        ("/v1/completions", "prompt"),
+        ("/v1/embeddings", "input"),
+        ("/v1/responses", "input"),
+        ("/v1/moderations", "input"),
+    ],
+)
+def test_body_missing_required_field(endpoint: str, field: str) -> None:
+    """A body lacking what its endpoint needs is invalid_request with param body.<field>."""
+    request = line("r", endpoint)
+    request["body"] = {k: v for k, v in request["body"].items() if k != field}
+    outcome = validate([request], endpoint=endpoint)
+    assert codes(outcome) == [("invalid_request", f"body.{field}", 1)]
+
+
+def test_streaming_unsupported() -> None:
+    """``stream: true`` is streaming_unsupported."""
+    request = line()
+    request["body"] = {**request["body"], "stream": True}
+    assert codes(validate([request])) == [("streaming_unsupported", "body.stream", 1)]
+
+
+def test_duplicate_custom_id() -> None:
+    """A repeated custom_id is reported at each repeat, not at its first use."""
+    outcome = validate([line("a"), line("b"), line("a"), line("a")])
+    assert codes(outcome) == [
+        ("duplicate_custom_id", "custom_id", 3),
+        ("duplicate_custom_id", "custom_id", 4),
+    ]
+
+
+def test_mismatched_model() -> None:
+    """A line naming another model than the earlier lines is mismatched_model."""
+    other = line("b")
+    other["body"] = {**other["body"], "model": "other-model"}
+    outcome = validate([line("a"), other, line("c")])
+    assert codes(outcome) == [("mismatched_model", "body.model", 2)]
+    assert outcome.model == "gpt-test"
+
+
+def test_model_not_found_on_every_line() -> None:
+    """An unserved model is model_not_found on every line that names it."""
+    requests = [line(f"r{i}") for i in range(3)]
+    outcome = validate(requests, model_is_served=lambda model: False)
+    assert codes(outcome) == [("model_not_found", "body.model", n) for n in (1, 2, 3)]
+    assert "gpt-test" in outcome.errors[0].message
+
+
+def test_model_must_be_a_string() -> None:
+    """A non-string model is invalid_request on body.model."""
+    request = line()
+    request["body"] = {**request["body"], "model": 5}
+    assert codes(validate([request])) == [("invalid_request", "body.model", 1)]
+
+
+def test_method_must_be_post() -> None:
+    """Any method but POST is invalid_request on method."""
+    assert codes(validate([line(method="GET")])) == [("invalid_request", "method", 1)]
+
+
+@pytest.mark.parametrize("custom_id", [7, None, ["x"]])
+def test_custom_id_must_be_a_string(custom_id: Any) -> None:
+    """A custom_id that is not a string is invalid_request on custom_id."""
+    assert codes(validate([line(custom_id=custom_id)])) == [("invalid_request", "custom_id", 1)]
+
+
+@pytest.mark.parametrize("body", ["text", [1], 3, None])
+def test_body_must_be_an_object(body: Any) -> None:
+    """A body that is not an object is invalid_request on body."""
+    assert codes(validate([line(body=body)])) == [("invalid_request", "body", 1)]
+
+
+def test_too_many_requests() -> None:
+    """Going over max_requests is reported once, at the first line over the limit."""
+    outcome = validate([line(f"r{i}") for i in range(5)], max_requests=3)
+    assert codes(outcome) == [("invalid_request", None, 4)]
+    assert "3" in outcome.errors[0].message
+
+
+def test_exactly_max_requests_is_fine() -> None:
+    """A file of exactly max_requests lines passes."""
+    assert validate([line(f"r{i}") for i in range(3)], max_requests=3).errors == []
+
+
+def embedding(custom_id: str, given: Any) -> dict[str, Any]:
+    request = line(custom_id, "/v1/embeddings")
+    request["body"] = {"model": "embed-test", "input": given}
+    return request
+
+
+@pytest.mark.parametrize(
+    ("inputs", "limit", "too_many"),
+    [
+        (["a", ["b", "c"]], 3, False),  # 1 + 2
+        (["a", ["b", "c", "d"]], 3, True),  # 1 + 3
+        ([[1, 2, 3], [1, 2]], 2, False),  # two token lists, one input each
+        ([[[1, 2], [3]], "x"], 2, True),  # a list of token lists counts each
+    ],
+)
+def test_too_many_embedding_inputs(inputs: list[Any], limit: int, too_many: bool) -> None:
+    """Embedding inputs are counted across the file against max_embedding_inputs."""
+    requests = [embedding(f"e{i}", given) for i, given in enumerate(inputs)]
+    outcome = validate(requests, endpoint="/v1/embeddings", max_embedding_inputs=limit)
+    assert codes(outcome) == ([("invalid_request", None, None)] if too_many else [])
+
+
+def test_empty_file() -> None:
+    """A file without lines fails with invalid_request on input_file_id."""
+    outcome = LineValidator(rules()).finish()
+    assert outcome.errors == [
+        LineError("invalid_request", "The input file contains no requests.", "input_file_id")
+    ]
+
+
+# -- reporting -------------------------------------------------------------------------------
+
+
+def test_every_bad_line_is_reported() -> None:
+    """Every bad line is reported with its own 1-based line number, in order."""
+    stream = line("s")
+    stream["body"] = {**stream["body"], "stream": True}
+    outcome = validate(
+        [line("a"), b"oops", line("b", url="/v1/x"), line("c"), line("a"), stream, {}]
+    )
+    assert [(e.code, e.line) for e in outcome.errors] == [
+        ("invalid_json_line", 2),
+        ("invalid_url", 3),
+        ("duplicate_custom_id", 5),
+        ("streaming_unsupported", 6),
+        ("missing_required_parameter", 7),
+        ("missing_required_parameter", 7),
+        ("missing_required_parameter", 7),
+        ("missing_required_parameter", 7),
+    ]
+    assert outcome.error_count == len(outcome.errors)
+
+
+def test_bad_lines_are_not_indexed() -> None:
+    """feed returns None for a bad line and the indexed line for a good one."""
+    validator = LineValidator(rules())
+    assert validator.feed(1, 0, b"oops") is None
+    assert validator.feed(2, 5, encode(line(method="PUT"))) is None
+    assert validator.feed(3, 90, encode(line("ok"))) is not None
+
+
+def test_reported_errors_are_capped() -> None:
+    """At most MAX_REPORTED_ERRORS errors are kept; error_count keeps the true number."""
+    outcome = validate([b"oops"] * (MAX_REPORTED_ERRORS + 25))
+    assert len(outcome.errors) == MAX_REPORTED_ERRORS
+    assert outcome.error_count == MAX_REPORTED_ERRORS + 25
+    assert outcome.errors[-1].line == MAX_REPORTED_ERRORS
+
+
+@pytest.mark.anyio
+async def test_validating_a_stream_end_to_end() -> None:
+    """Lines split from a chunked stream validate with their physical line numbers."""
+    data = b"\n".join([encode(line("a")), b"", encode(line("b")), b"bad", encode(line("a"))])
+    validator = LineValidator(rules())
+    indexed = []
+    async for number, offset, raw in iter_lines(chunked(data + b"\r\n", 7)):
+        found = validator.feed(number, offset, raw)
+        if found is not None:
+            indexed.append(found)
+    outcome = validator.finish()
+    assert [(i.line, i.custom_id) for i in indexed] == [(1, "a"), (3, "b")]
+    assert codes(outcome) == [("invalid_json_line", None, 4), ("duplicate_custom_id", "custom_id", 5)]
+    for item in indexed:
+        assert orjson.loads(data[item.offset : item.offset + item.length])["custom_id"] == item.custom_id
