@@ -35,6 +35,10 @@ class Files:
         self._blobs = blobs
         self._clock = clock
 
+    @property
+    def max_upload_bytes(self) -> int:
+        return max(self._settings.max_upload_bytes, self._settings.max_batch_file_bytes)
+
     async def upload(self, upload: Upload) -> StoredFile:
         if upload.purpose not in UPLOAD_PURPOSES:
             raise InvalidRequest(

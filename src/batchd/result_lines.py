@@ -68,10 +68,8 @@ def usage_of(body: dict[str, Any]) -> Usage | None:
     usage = body.get("usage")
     if not isinstance(usage, dict):
         return None
-    input_details = usage.get("prompt_tokens_details") or usage.get("input_tokens_details") or {}
-    output_details = (
-        usage.get("completion_tokens_details") or usage.get("output_tokens_details") or {}
-    )
+    input_details = _object(usage, "prompt_tokens_details", "input_tokens_details")
+    output_details = _object(usage, "completion_tokens_details", "output_tokens_details")
     input_tokens = _int(usage.get("prompt_tokens", usage.get("input_tokens")))
     output_tokens = _int(usage.get("completion_tokens", usage.get("output_tokens")))
     return Usage(
@@ -81,6 +79,15 @@ def usage_of(body: dict[str, Any]) -> Usage | None:
         reasoning_tokens=_int(output_details.get("reasoning_tokens")),
         total_tokens=_int(usage.get("total_tokens", input_tokens + output_tokens)),
     )
+
+
+def _object(usage: dict[str, Any], *names: str) -> dict[str, Any]:
+    """The first of ``names`` that holds an object; servers differ in which they send."""
+    for name in names:
+        value = usage.get(name)
+        if isinstance(value, dict):
+            return value
+    return {}
 
 
 def _int(value: object) -> int:

@@ -156,9 +156,7 @@ async def test_list_files_by_purpose(store: SqlStore) -> None:
     """The purpose filter keeps only files of that purpose."""
     batch_file = await make_file(store, purpose="batch")
     await make_file(store, purpose="batch_output")
-    page = await store.list_files(
-        "default", purpose="batch", limit=10, ascending=False, after=None
-    )
+    page = await store.list_files("default", purpose="batch", limit=10, ascending=False, after=None)
     assert [f.id for f in page.items] == [batch_file.id]
 
 
@@ -285,9 +283,7 @@ async def test_request_cancel_moves_to_cancelling(store: SqlStore, status: Batch
     "status",
     [BatchStatus.COMPLETED, BatchStatus.FAILED, BatchStatus.FINALIZING, BatchStatus.CANCELLED],
 )
-async def test_request_cancel_leaves_others_unchanged(
-    store: SqlStore, status: BatchStatus
-) -> None:
+async def test_request_cancel_leaves_others_unchanged(store: SqlStore, status: BatchStatus) -> None:
     """Cancelling a batch past the point of cancelling returns it unchanged."""
     batch = await make_batch(store, status=status)
     after = await store.request_cancel(batch.id, "default", NOW + 5)
@@ -654,12 +650,6 @@ async def test_skip_unfinished(store: SqlStore) -> None:
     assert (await fetch(store, batch.id)).failed == 3
 
 
-@pytest.mark.xfail(
-    reason="bug: SqlStore.skip_unfinished closes request rows without checking the batch lease "
-    "(only the counter update is guarded), so a finalizer that lost its lease marks lines "
-    "expired/cancelled that are then never counted: completed + failed < total at the end",
-    strict=True,
-)
 async def test_skip_unfinished_needs_the_lease(store: SqlStore) -> None:
     """A worker without the batch lease closes no lines."""
     batch = await make_running_batch(store, lines=2)
@@ -674,9 +664,7 @@ async def test_finished_lines_in_line_order_across_pages(store: SqlStore) -> Non
     count = 1203
     batch = await make_running_batch(store, lines=count)
     await store.claim_requests(batch.id, "w", 3, NOW + LEASE)
-    await store.record_results(
-        "w", [result(batch.id, 1), result(batch.id, 2, RequestState.FAILED)]
-    )
+    await store.record_results("w", [result(batch.id, 1), result(batch.id, 2, RequestState.FAILED)])
     lines = [row async for row in store.finished_lines(batch.id)]
     assert [r.line for r in lines] == list(range(1, count + 1))
     assert [r.custom_id for r in lines[:2]] == ["req-1", "req-2"]
@@ -731,9 +719,7 @@ async def test_finish_batch(store: SqlStore) -> None:
     ("status", "stamp"),
     [(BatchStatus.EXPIRED, "expired_at"), (BatchStatus.CANCELLED, "cancelled_at")],
 )
-async def test_finish_batch_without_files(
-    store: SqlStore, status: BatchStatus, stamp: str
-) -> None:
+async def test_finish_batch_without_files(store: SqlStore, status: BatchStatus, stamp: str) -> None:
     """A batch may finish expired or cancelled with no result files at all."""
     batch = await make_running_batch(store, lines=1)
     await store.claim_batch_to_finalize("f", NOW + DAY, NOW + DAY + LEASE)
@@ -744,12 +730,6 @@ async def test_finish_batch_without_files(
     assert (done.output_file_id, done.error_file_id) == (None, None)
 
 
-@pytest.mark.xfail(
-    reason="bug: SqlStore.finish_batch inserts the output/error file rows before, and "
-    "regardless of, the lease-guarded batch update, so a finalizer that lost its lease leaves "
-    "orphan batch_output files in the project's file list",
-    strict=True,
-)
 async def test_finish_batch_needs_the_lease(store: SqlStore) -> None:
     """A worker without the batch lease records neither files nor status."""
     batch = await make_running_batch(store, lines=1)

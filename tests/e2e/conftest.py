@@ -101,9 +101,7 @@ ServerFactory = Callable[..., Server]
 
 
 @pytest.fixture
-def start_server(
-    tmp_path: Path, model_server: ModelServer
-) -> Iterator[ServerFactory]:
+def start_server(tmp_path: Path, model_server: ModelServer) -> Iterator[ServerFactory]:
     """Start ``batchd serve`` with extra flags; every server started is stopped after the test."""
     servers: list[Server] = []
 
@@ -117,9 +115,16 @@ def start_server(
         data = data_dir or tmp_path / f"data-{len(servers)}"
         log_path = tmp_path / f"batchd-{len(servers)}.log"
         command = [
-            sys.executable, "-m", "batchd", "serve",
-            "--port", str(port), "--data-dir", str(data),
-            "--completion-windows", "24h,3s",
+            sys.executable,
+            "-m",
+            "batchd",
+            "serve",
+            "--port",
+            str(port),
+            "--data-dir",
+            str(data),
+            "--completion-windows",
+            "24h,3s",
         ]
         if upstream:
             command += ["--upstream", f"{','.join(MODELS)}@{model_server.base_url}"]

@@ -9,7 +9,10 @@ from typing import Any
 import openai
 
 BODIES: dict[str, Any] = {
-    "/v1/chat/completions": lambda i, m: {"model": m, "messages": [{"role": "user", "content": f"hello {i}"}]},
+    "/v1/chat/completions": lambda i, m: {
+        "model": m,
+        "messages": [{"role": "user", "content": f"hello {i}"}],
+    },
     "/v1/completions": lambda i, m: {"model": m, "prompt": f"say {i}"},
     "/v1/embeddings": lambda i, m: {"model": m, "input": f"text {i}"},
     "/v1/responses": lambda i, m: {"model": m, "input": f"hello {i}"},
@@ -17,10 +20,15 @@ BODIES: dict[str, Any] = {
 }
 
 
-def request_line(i: int, endpoint: str = "/v1/chat/completions", model: str = "gpt-test",
-                 **overrides: Any) -> dict[str, Any]:
-    line = {"custom_id": f"req-{i}", "method": "POST", "url": endpoint,
-            "body": BODIES[endpoint](i, model)}
+def request_line(
+    i: int, endpoint: str = "/v1/chat/completions", model: str = "gpt-test", **overrides: Any
+) -> dict[str, Any]:
+    line = {
+        "custom_id": f"req-{i}",
+        "method": "POST",
+        "url": endpoint,
+        "body": BODIES[endpoint](i, model),
+    }
     line.update(overrides)
     return line
 
@@ -35,11 +43,19 @@ def upload(client: openai.OpenAI, path: Path) -> str:
         return client.files.create(file=handle, purpose="batch").id
 
 
-def submit(client: openai.OpenAI, tmp_path: Path, lines: list[Any],
-           endpoint: str = "/v1/chat/completions", window: str = "24h") -> Any:
+def submit(
+    client: openai.OpenAI,
+    tmp_path: Path,
+    lines: list[Any],
+    endpoint: str = "/v1/chat/completions",
+    window: str = "24h",
+) -> Any:
     file_id = upload(client, write_jsonl(tmp_path / "input.jsonl", lines))
-    return client.batches.create(input_file_id=file_id, endpoint=endpoint,  # type: ignore[arg-type]
-                                 completion_window=window)  # type: ignore[arg-type]
+    return client.batches.create(
+        input_file_id=file_id,
+        endpoint=endpoint,  # type: ignore[arg-type]
+        completion_window=window,
+    )  # type: ignore[arg-type]
 
 
 def read_lines(client: openai.OpenAI, file_id: str | None) -> list[dict[str, Any]]:

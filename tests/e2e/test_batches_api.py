@@ -38,18 +38,27 @@ def _create(server: Server, **params: Any) -> httpx.Response:
         ({"metadata": {f"k{i}": "v" for i in range(17)}}, "invalid_value", "metadata"),
         ({"metadata": {"k" * 65: "v"}}, "invalid_value", "metadata." + "k" * 65),
         ({"metadata": {"k": "v" * 513}}, "invalid_value", "metadata.k"),
-        ({"output_expires_after": {"anchor": "created_at", "seconds": 5}}, "invalid_value",
-         "output_expires_after.seconds"),
-        ({"output_expires_after": {"anchor": "later", "seconds": 3600}}, "invalid_value",
-         "output_expires_after"),
+        (
+            {"output_expires_after": {"anchor": "created_at", "seconds": 5}},
+            "invalid_value",
+            "output_expires_after.seconds",
+        ),
+        (
+            {"output_expires_after": {"anchor": "later", "seconds": 3600}},
+            "invalid_value",
+            "output_expires_after",
+        ),
     ],
 )
 def test_bad_parameters_are_a_400_and_create_nothing(
     server: Server, file_id: str, params: dict[str, Any], code: str, param: str
 ) -> None:
     """Each bad parameter answers 400 with its code and param, and no batch exists after."""
-    body = {"input_file_id": file_id, "endpoint": "/v1/chat/completions",
-            "completion_window": "24h"}
+    body = {
+        "input_file_id": file_id,
+        "endpoint": "/v1/chat/completions",
+        "completion_window": "24h",
+    }
     body.update(params)
     body = {k: v for k, v in body.items() if v is not None}
     response = _create(server, **body)
@@ -64,15 +73,21 @@ def test_an_unknown_endpoint_lists_the_supported_ones(server: Server, file_id: s
     """The message for a bad endpoint names every supported endpoint."""
     response = _create(server, input_file_id=file_id, endpoint="/v1/x", completion_window="24h")
     message = response.json()["error"]["message"]
-    for endpoint in ("/v1/chat/completions", "/v1/embeddings", "/v1/responses",
-                     "/v1/completions", "/v1/moderations"):
+    for endpoint in (
+        "/v1/chat/completions",
+        "/v1/embeddings",
+        "/v1/responses",
+        "/v1/completions",
+        "/v1/moderations",
+    ):
         assert endpoint in message
 
 
 def test_metadata_and_configured_windows_are_kept(client: openai.OpenAI, file_id: str) -> None:
     """Metadata round-trips and any configured completion window is accepted."""
     batch = client.batches.create(
-        input_file_id=file_id, endpoint="/v1/chat/completions",
+        input_file_id=file_id,
+        endpoint="/v1/chat/completions",
         completion_window="3s",  # type: ignore[arg-type]
         metadata={"team": "evals", "run": "7"},
     )
@@ -98,6 +113,8 @@ def test_list_is_newest_first_with_cursor_paging(
     last = httpx.get(f"{server.base_url}/batches", params={"limit": 2, "after": ids[1]}).json()
     assert [b["id"] for b in last["data"]] == [ids[0]] and last["has_more"] is False
     exact = httpx.get(f"{server.base_url}/batches", params={"limit": 5}).json()
-    assert exact["has_more"] is False and exact["first_id"] == ids[-1] and exact["last_id"] == ids[0]
+    assert (
+        exact["has_more"] is False and exact["first_id"] == ids[-1] and exact["last_id"] == ids[0]
+    )
     for batch_id in ids:
         wait_for_batch(client, batch_id)

@@ -24,7 +24,7 @@ def test_an_error_status_becomes_an_error_line_with_the_upstream_body(
     batch = wait_for_batch(client, submit(client, tmp_path, [request_line(i) for i in range(5)]).id)
     assert batch.status == "completed"
     assert (batch.request_counts.completed, batch.request_counts.failed) == (3, 2)
-    output, errors = results(client, batch)
+    _, errors = results(client, batch)
     failed = _by_id(errors)
     assert set(failed) == {"req-0", "req-2"}
     for line in failed.values():
@@ -76,9 +76,7 @@ def test_a_hung_request_times_out_and_frees_its_slot(
     start_server: ServerFactory, fake: ModelServer, tmp_path: Path
 ) -> None:
     """A request with no answer in time is request_timeout; the rest of the batch goes on."""
-    server = start_server(
-        "--max-concurrency", "1", extra_env={"BATCHD_REQUEST_TIMEOUT": "0.5"}
-    )
+    server = start_server("--max-concurrency", "1", extra_env={"BATCHD_REQUEST_TIMEOUT": "0.5"})
     fake.set_faults(rules=[{"fault": "hang", "custom_id": "^req-0$"}])
     client = server.client()
     batch = wait_for_batch(client, submit(client, tmp_path, [request_line(i) for i in range(4)]).id)
@@ -95,7 +93,9 @@ def test_concurrency_never_exceeds_the_cap(
     server = start_server("--max-concurrency", "3")
     fake.set_faults(latency_ms=20)
     client = server.client()
-    batch = wait_for_batch(client, submit(client, tmp_path, [request_line(i) for i in range(40)]).id)
+    batch = wait_for_batch(
+        client, submit(client, tmp_path, [request_line(i) for i in range(40)]).id
+    )
     assert batch.request_counts.completed == 40
     assert fake.stats()["peak_in_flight"] == 3
 
@@ -103,7 +103,9 @@ def test_concurrency_never_exceeds_the_cap(
 def test_each_line_is_sent_once(server: Server, fake: ModelServer, tmp_path: Path) -> None:
     """Without faults, every custom_id reaches the model server exactly once."""
     client = server.client()
-    batch = wait_for_batch(client, submit(client, tmp_path, [request_line(i) for i in range(200)]).id)
+    batch = wait_for_batch(
+        client, submit(client, tmp_path, [request_line(i) for i in range(200)]).id
+    )
     assert batch.request_counts.completed == 200
     received = fake.stats()["received"]
     assert len(received) == 200 and set(received.values()) == {1}
@@ -115,7 +117,10 @@ def test_lines_are_routed_to_the_upstream_serving_their_model(
     """With two upstreams, a batch goes to the one that declares its model."""
     dead = "http://127.0.0.1:9/v1"  # nothing listens on the discard port
     server = start_server(
-        "--upstream", f"other-model@{dead}", "--upstream", f"routed@{fake.base_url}",
+        "--upstream",
+        f"other-model@{dead}",
+        "--upstream",
+        f"routed@{fake.base_url}",
         upstream=False,
     )
     client = server.client()

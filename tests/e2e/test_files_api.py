@@ -48,8 +48,9 @@ def test_content_is_served_as_bytes_not_json(server: Server) -> None:
     """File content never comes back as application/json."""
     client = server.client()
     file_id = _upload(client, "a.jsonl", JSONL)
-    response = httpx.get(f"{server.base_url}/files/{file_id}/content",
-                         headers={"Accept": "application/binary"})
+    response = httpx.get(
+        f"{server.base_url}/files/{file_id}/content", headers={"Accept": "application/binary"}
+    )
     assert response.status_code == 200
     assert not response.headers["content-type"].startswith("application/json")
     assert response.content == JSONL
@@ -113,20 +114,23 @@ def test_expires_after_sets_the_expiry(server: Server) -> None:
     """expires_after[seconds] anchored at created_at sets expires_at."""
     client = server.client()
     file = client.files.create(
-        file=("a.jsonl", io.BytesIO(JSONL)), purpose="batch",
+        file=("a.jsonl", io.BytesIO(JSONL)),
+        purpose="batch",
         expires_after={"anchor": "created_at", "seconds": 7200},
     )
     assert file.expires_at == file.created_at + 7200
     with pytest.raises(openai.BadRequestError):
         client.files.create(
-            file=("a.jsonl", io.BytesIO(JSONL)), purpose="batch",
+            file=("a.jsonl", io.BytesIO(JSONL)),
+            purpose="batch",
             expires_after={"anchor": "created_at", "seconds": 10},
         )
 
 
 def test_upload_without_a_file_part_is_a_clear_error(server: Server) -> None:
     """A multipart body with no file is a 400 in the OpenAI envelope."""
-    response = httpx.post(f"{server.base_url}/files", data={"purpose": "batch"},
-                          files={"other": ("x", b"y")})
+    response = httpx.post(
+        f"{server.base_url}/files", data={"purpose": "batch"}, files={"other": ("x", b"y")}
+    )
     assert response.status_code == 400
     assert response.json()["error"]["param"] == "file"

@@ -65,8 +65,13 @@ def test_each_missing_envelope_field_is_named(
 
 @pytest.mark.parametrize(
     ("endpoint", "field"),
-    [("/v1/completions", "prompt"), ("/v1/embeddings", "input"), ("/v1/responses", "input"),
-     ("/v1/moderations", "input"), ("/v1/chat/completions", "model")],
+    [
+        ("/v1/completions", "prompt"),
+        ("/v1/embeddings", "input"),
+        ("/v1/responses", "input"),
+        ("/v1/moderations", "input"),
+        ("/v1/chat/completions", "model"),
+    ],
 )
 def test_each_endpoint_requires_its_body_fields(
     client: openai.OpenAI, tmp_path: Path, endpoint: str, field: str
@@ -102,7 +107,8 @@ def test_an_empty_file_fails(client: openai.OpenAI) -> None:
 def test_a_missing_input_file_fails_the_batch(client: openai.OpenAI) -> None:
     """An input_file_id that does not exist fails the batch with param file_id."""
     batch = client.batches.create(
-        input_file_id="file-doesnotexist", endpoint="/v1/chat/completions",
+        input_file_id="file-doesnotexist",
+        endpoint="/v1/chat/completions",
         completion_window="24h",
     )
     failed = wait_for_batch(client, batch.id)

@@ -75,9 +75,23 @@ class Cluster:
         name = f"t_{secrets.token_hex(6)}"
         psql = self.bin_dir / "psql"
         subprocess.run(
-            [str(psql), "-h", "127.0.0.1", "-p", str(self.port), "-U", "postgres",
-             "-d", "postgres", "-q", "-c", f'CREATE DATABASE "{name}"'],
-            check=True, capture_output=True, timeout=60,
+            [
+                str(psql),
+                "-h",
+                "127.0.0.1",
+                "-p",
+                str(self.port),
+                "-U",
+                "postgres",
+                "-d",
+                "postgres",
+                "-q",
+                "-c",
+                f'CREATE DATABASE "{name}"',
+            ],
+            check=True,
+            capture_output=True,
+            timeout=60,
         )
         return self.dsn(name)
 

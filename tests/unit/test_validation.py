@@ -27,7 +27,10 @@ def rules(endpoint: str = CHAT, **overrides: Any) -> Rules:
 
 def line(custom_id: str = "r1", endpoint: str = CHAT, **changes: Any) -> dict[str, Any]:
     bodies: dict[str, dict[str, Any]] = {
-        "/v1/chat/completions": {"model": "gpt-test", "messages": [{"role": "user", "content": "hi"}]},
+        "/v1/chat/completions": {
+            "model": "gpt-test",
+            "messages": [{"role": "user", "content": "hi"}],
+        },
         "/v1/completions": {"model": "gpt-test", "prompt": "hi"},
         "/v1/embeddings": {"model": "embed-test", "input": "hi"},
         "/v1/responses": {"model": "gpt-test", "input": "hi"},
@@ -130,7 +133,13 @@ def test_valid_lines_are_indexed() -> None:
 
 @pytest.mark.parametrize(
     "endpoint",
-    ["/v1/chat/completions", "/v1/completions", "/v1/embeddings", "/v1/responses", "/v1/moderations"],
+    [
+        "/v1/chat/completions",
+        "/v1/completions",
+        "/v1/embeddings",
+        "/v1/responses",
+        "/v1/moderations",
+    ],
 )
 def test_each_endpoint_accepts_its_body(endpoint: str) -> None:
     """Every supported endpoint accepts a body with the fields it needs."""
@@ -350,6 +359,12 @@ async def test_validating_a_stream_end_to_end() -> None:
             indexed.append(found)
     outcome = validator.finish()
     assert [(i.line, i.custom_id) for i in indexed] == [(1, "a"), (3, "b")]
-    assert codes(outcome) == [("invalid_json_line", None, 4), ("duplicate_custom_id", "custom_id", 5)]
+    assert codes(outcome) == [
+        ("invalid_json_line", None, 4),
+        ("duplicate_custom_id", "custom_id", 5),
+    ]
     for item in indexed:
-        assert orjson.loads(data[item.offset : item.offset + item.length])["custom_id"] == item.custom_id
+        assert (
+            orjson.loads(data[item.offset : item.offset + item.length])["custom_id"]
+            == item.custom_id
+        )

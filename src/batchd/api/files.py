@@ -23,7 +23,11 @@ def _files(request: Request) -> Files:
     return files
 
 
+MULTIPART_OVERHEAD = 1 << 20
+
+
 async def upload(request: Request) -> Response:
+    _refuse_oversized(request)
     async with request.form(max_files=1, max_fields=16) as form:
         file = form.get("file")
         purpose = form.get("purpose")
@@ -51,6 +55,14 @@ async def upload(request: Request) -> Response:
             )
         )
     return JSONResponse(file_object(stored))
+
+
+def _refuse_oversized(request: Request) -> None:
+    """Refuse before reading a body that cannot fit, rather than spooling gigabytes first."""
+    limit = request.app.state.files.max_upload_bytes + MULTIPART_OVERHEAD
+    declared = request.headers.get("content-length", "")
+    if declared.isdigit() and int(declared) > limit:
+        raise InvalidRequest("File is too large.", code="file_too_large", param="file")
 
 
 async def _chunks(file: UploadFile) -> AsyncIterator[bytes]:

@@ -33,9 +33,11 @@ class Connection(Protocol):
 
 
 class Database(ABC):
-    """One engine's connections. ``for_update`` locks claimed rows where the engine needs it."""
+    """One engine's connections, and the row-locking clauses where the engine needs them
+    (SQLite needs none: a write transaction holds the whole database)."""
 
     dialect: str
+    skip_locked: str = ""
     for_update: str = ""
 
     @abstractmethod

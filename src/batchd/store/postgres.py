@@ -32,7 +32,8 @@ class _PostgresConnection(Connection):
 
 class PostgresDatabase(Database):
     dialect = "postgres"
-    for_update = "FOR UPDATE SKIP LOCKED"
+    skip_locked = "FOR UPDATE SKIP LOCKED"
+    for_update = "FOR UPDATE"
 
     def __init__(self, dsn: str, *, min_size: int = 2, max_size: int = 10) -> None:
         self._dsn = dsn

@@ -184,7 +184,7 @@ class SqlStore:
         async with self.db.transaction() as conn:
             rows = await conn.fetch(
                 f"SELECT id FROM batches WHERE {condition} ORDER BY seq LIMIT 1 "
-                f"{self.db.for_update}",
+                f"{self.db.skip_locked}",
                 now,
             )
             if not rows:
@@ -271,7 +271,7 @@ class SqlStore:
         async with self.db.transaction() as conn:
             rows = await conn.fetch(
                 "SELECT line FROM requests WHERE batch_id = $1 AND state = 'pending' "
-                f"ORDER BY line LIMIT {int(limit)} {self.db.for_update}",
+                f"ORDER BY line LIMIT {int(limit)} {self.db.skip_locked}",
                 batch_id,
             )
             if not rows:
@@ -401,19 +401,26 @@ class SqlStore:
     async def skip_unfinished(self, batch_id: str, owner: str, state: RequestState) -> None:
         """Close every line still pending or running as ``state`` (expired or cancelled)."""
         async with self.db.transaction() as conn:
+            if not await self._holds_batch(conn, batch_id, owner):
+                return
             rows = await conn.fetch(
                 "UPDATE requests SET state = $1, lease_owner = NULL, lease_until = NULL "
                 "WHERE batch_id = $2 AND state IN ('pending', 'running') RETURNING line",
                 state.value,
                 batch_id,
             )
-            if rows:
-                await conn.execute(
-                    "UPDATE batches SET failed = failed + $1 WHERE id = $2 AND lease_owner = $3",
-                    len(rows),
-                    batch_id,
-                    owner,
-                )
+            await conn.execute(
+                "UPDATE batches SET failed = failed + $1 WHERE id = $2", len(rows), batch_id
+            )
+
+    async def _holds_batch(self, conn: Connection, batch_id: str, owner: str) -> bool:
+        """Whether ``owner`` still holds the batch's lease; locks the row until commit."""
+        rows = await conn.fetch(
+            f"SELECT 1 FROM batches WHERE id = $1 AND lease_owner = $2 {self.db.for_update}",
+            batch_id,
+            owner,
+        )
+        return bool(rows)
 
     async def has_requests_in(self, batch_id: str, state: RequestState) -> bool:
         async with self.db.reader() as conn:
@@ -460,6 +467,8 @@ class SqlStore:
             BatchStatus.CANCELLED: "cancelled_at",
         }[status]
         async with self.db.transaction() as conn:
+            if not await self._holds_batch(conn, batch_id, owner):
+                return
             for file in (output, error):
                 if file is not None:
                     await conn.execute(
@@ -469,14 +478,12 @@ class SqlStore:
                     )
             await conn.execute(
                 f"UPDATE batches SET status = $1, {stamp} = $2, output_file_id = $3, "
-                "error_file_id = $4, lease_owner = NULL, lease_until = NULL "
-                "WHERE id = $5 AND lease_owner = $6",
+                "error_file_id = $4, lease_owner = NULL, lease_until = NULL WHERE id = $5",
                 status.value,
                 now,
                 output.id if output else None,
                 error.id if error else None,
                 batch_id,
-                owner,
             )
 
 

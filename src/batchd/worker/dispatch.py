@@ -60,7 +60,7 @@ class Dispatcher:
         self._buffers: OrderedDict[str, deque[Job]] = OrderedDict()
         self._batches: dict[str, Batch] = {}
         self._blob_keys: dict[str, str | None] = {}
-        self._in_flight: set[asyncio.Task[None]] = set()
+        self._in_flight: dict[str, set[asyncio.Task[None]]] = {}
         self._wake = asyncio.Event()
         self._refreshed_at = 0.0
         self.in_flight_count = 0
@@ -78,15 +78,25 @@ class Dispatcher:
                 if job is None:
                     self._slots.release()
                     break
+                tasks = self._in_flight.setdefault(job.claim.batch_id, set())
                 task = asyncio.create_task(self._execute(job))
-                self._in_flight.add(task)
-                task.add_done_callback(self._in_flight.discard)
+                tasks.add(task)
+                task.add_done_callback(tasks.discard)
         finally:
             await self._give_back_buffered()
 
     async def wait_in_flight(self) -> None:
-        if self._in_flight:
-            await asyncio.wait(set(self._in_flight))
+        tasks = set().union(*self._in_flight.values())
+        if tasks:
+            await asyncio.wait(tasks)
+
+    def cancel_in_flight(self, batch_id: str | None = None) -> None:
+        """Abandon requests in flight (of one batch, or all): their lines stay leased until the
+        lease runs out, or are closed by the finalizer."""
+        for key, tasks in self._in_flight.items():
+            if batch_id is None or key == batch_id:
+                for task in tasks:
+                    task.cancel()
 
     async def _next_job(self, stopping: asyncio.Event) -> Job | None:
         while not stopping.is_set():
@@ -113,13 +123,24 @@ class Dispatcher:
     async def _refresh(self) -> None:
         """Learn which batches this upstream should run; give back lines of any that stopped."""
         self._refreshed_at = self._clock.now()
-        batches = await self._store.dispatchable_batches(int(self._clock.now()))
-        self._batches = {
-            b.id: b for b in batches if b.model and self._router.for_model(b.model) is self.upstream
-        }
+        now = self._clock.now()
+        batches = await self._store.dispatchable_batches(int(now))
+        previous, self._batches = (
+            self._batches,
+            {
+                b.id: b
+                for b in batches
+                if b.model and self._router.for_model(b.model) is self.upstream
+            },
+        )
+        for batch_id, batch in previous.items():
+            if batch_id not in self._batches and batch.expires_at <= now:
+                self.cancel_in_flight(batch_id)  # their answers would be discarded anyway
         for batch_id in [b for b in self._buffers if b not in self._batches]:
             jobs = self._buffers.pop(batch_id)
             await self._store.release_requests(self._owner, batch_id, [j.claim.line for j in jobs])
+        for batch_id in [b for b, tasks in self._in_flight.items() if not tasks]:
+            del self._in_flight[batch_id]
 
     async def _refill(self) -> bool:
         if not self._batches:

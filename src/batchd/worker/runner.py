@@ -83,7 +83,12 @@ class Worker:
         in_flight = [asyncio.create_task(d.wait_in_flight()) for d in self.dispatchers]
         if in_flight:
             await asyncio.wait(in_flight, timeout=grace)
-        await asyncio.wait_for(self.committer.flush(), timeout=grace)
+        for dispatcher in self.dispatchers:
+            dispatcher.cancel_in_flight()  # past the grace period: their leases will run out
+        try:
+            await asyncio.wait_for(self.committer.flush(), timeout=grace)
+        except TimeoutError:
+            log.error("shutdown_commit_timeout: results not committed will be redone")
         for task in [*self._tasks, self._committer_task]:
             task.cancel()
         for task in [*self._tasks, self._committer_task]:

@@ -1,0 +1,210 @@
+"""The one Settings object: durations, upstream and key shorthands, env vars and TOML files."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+from batchd.errors import ConfigurationError
+from batchd.settings import ApiKey, Settings, UpstreamSettings, load_settings, parse_duration
+
+
+@pytest.fixture(autouse=True)
+def clean_environment(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    """No BATCHD_* variables and no stray batchd.toml leak in from the machine."""
+    for name in list(os.environ):
+        if name.startswith("BATCHD_"):
+            monkeypatch.delenv(name)
+    monkeypatch.chdir(tmp_path)
+
+
+def write_config(tmp_path: Path, text: str) -> Path:
+    path = tmp_path / "config" / "batchd.toml"
+    path.parent.mkdir(exist_ok=True)
+    path.write_text(text)
+    return path
+
+
+# -- parse_duration --------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("text", "seconds"),
+    [("10s", 10), ("30m", 1800), ("24h", 86_400), ("7d", 604_800), (" 2 h ", 7200), ("0s", 0)],
+)
+def test_parse_duration(text: str, seconds: int) -> None:
+    """Durations with an s/m/h/d unit turn into seconds."""
+    assert parse_duration(text) == seconds
+
+
+@pytest.mark.parametrize("text", ["", "10", "h", "1.5h", "-1h", "10w", "24H", "1h30m"])
+def test_parse_duration_rejects(text: str) -> None:
+    """Anything but a whole number and one unit is a ValueError."""
+    with pytest.raises(ValueError, match="not a duration"):
+        parse_duration(text)
+
+
+# -- shorthands ------------------------------------------------------------------------------
+
+
+def test_upstream_parse_url() -> None:
+    """A bare URL serves any model."""
+    upstream = UpstreamSettings.parse(" http://localhost:8001/v1 ")
+    assert upstream.url == "http://localhost:8001/v1"
+    assert upstream.models == []
+    assert upstream.label == "http://localhost:8001/v1"
+
+
+def test_upstream_parse_models_at_url() -> None:
+    """``MODEL,MODEL@URL`` names the models the upstream serves."""
+    upstream = UpstreamSettings.parse("gpt-a, gpt-b,@http://gpu:8000/v1")
+    assert upstream.url == "http://gpu:8000/v1"
+    assert upstream.models == ["gpt-a", "gpt-b"]
+
+
+def test_upstream_parse_url_with_credentials() -> None:
+    """The ``@`` of ``user:pass@host`` in a URL is not taken for the model separator."""
+    url = "https://user:secret@models.example.com/v1"
+    upstream = UpstreamSettings.parse(url)
+    assert (upstream.url, upstream.models) == (url, [])
+
+
+def test_upstream_parse_models_at_url_with_credentials() -> None:
+    """Models may precede a URL that itself carries credentials."""
+    upstream = UpstreamSettings.parse("gpt-a@https://user:secret@host/v1")
+    assert upstream.url == "https://user:secret@host/v1"
+    assert upstream.models == ["gpt-a"]
+
+
+def test_upstream_label_prefers_name() -> None:
+    """An upstream's name labels it when given."""
+    assert UpstreamSettings(url="http://x", name="gpu-1").label == "gpu-1"
+
+
+@pytest.mark.parametrize(
+    ("text", "project", "key"),
+    [
+        ("sk-plain", "default", "sk-plain"),
+        ("team-a:sk-abc", "team-a", "sk-abc"),
+        (":sk-abc", "default", ":sk-abc"),
+        ("team-a:", "default", "team-a:"),
+    ],
+)
+def test_api_key_parse(text: str, project: str, key: str) -> None:
+    """``KEY`` belongs to project default; ``PROJECT:KEY`` to that project."""
+    parsed = ApiKey.parse(text)
+    assert (parsed.project, parsed.key) == (project, key)
+
+
+# -- Settings --------------------------------------------------------------------------------
+
+
+def test_defaults() -> None:
+    """Without configuration batchd listens locally and keeps data in ./batchd-data."""
+    settings = load_settings()
+    assert (settings.host, settings.port) == ("127.0.0.1", 8000)
+    assert settings.completion_windows == ["24h"]
+    assert settings.max_requests_per_batch == 50_000
+    assert settings.resolved_database_url == f"sqlite:///{Path('batchd-data') / 'batchd.db'}"
+    assert settings.blob_dir == Path("batchd-data") / "files"
+
+
+def test_env_port(monkeypatch: pytest.MonkeyPatch) -> None:
+    """BATCHD_PORT sets the port."""
+    monkeypatch.setenv("BATCHD_PORT", "9123")
+    assert load_settings().port == 9123
+
+
+def test_env_bad_port(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A port that is not a number is a ConfigurationError."""
+    monkeypatch.setenv("BATCHD_PORT", "eighty")
+    with pytest.raises(ConfigurationError):
+        load_settings()
+
+
+def test_overrides_beat_env(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A command-line override wins over the environment; None overrides are ignored."""
+    monkeypatch.setenv("BATCHD_PORT", "9123")
+    assert load_settings(port=7000).port == 7000
+    assert load_settings(port=None).port == 9123
+
+
+def test_env_upstreams_as_json(monkeypatch: pytest.MonkeyPatch) -> None:
+    """BATCHD_UPSTREAMS takes a JSON list of shorthand strings."""
+    monkeypatch.setenv("BATCHD_UPSTREAMS", '["gpt-a@http://a/v1", "http://b/v1"]')
+    monkeypatch.setenv("BATCHD_UPSTREAM_API_KEY", "sk-up")
+    upstreams = load_settings().upstreams
+    assert [(u.url, u.models, u.api_key) for u in upstreams] == [
+        ("http://a/v1", ["gpt-a"], "sk-up"),
+        ("http://b/v1", [], "sk-up"),
+    ]
+
+
+CONFIG = """
+port = 8100
+completion_windows = ["24h", "1h"]
+api_keys = ["team-a:sk-a", "sk-default"]
+max_concurrency = 16
+upstreams = [
+    "gpt-a@http://shorthand:8000/v1",
+    { url = "http://table:8000/v1", models = ["gpt-b"], api_key = "sk-t", max_concurrency = 4 },
+]
+"""
+
+
+def test_toml_config_file(tmp_path: Path) -> None:
+    """A TOML config file sets settings, upstreams and keys, shorthand or tables."""
+    settings = load_settings(write_config(tmp_path, CONFIG))
+    assert settings.port == 8100
+    assert settings.completion_windows == ["24h", "1h"]
+    assert [(k.project, k.key) for k in settings.api_keys] == [
+        ("team-a", "sk-a"),
+        ("default", "sk-default"),
+    ]
+    shorthand, table = settings.upstreams
+    assert (shorthand.url, shorthand.models, shorthand.max_concurrency) == (
+        "http://shorthand:8000/v1",
+        ["gpt-a"],
+        16,
+    )
+    assert (table.url, table.models, table.api_key, table.max_concurrency) == (
+        "http://table:8000/v1",
+        ["gpt-b"],
+        "sk-t",
+        4,
+    )
+
+
+def test_env_beats_config_file(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The environment overrides the config file, and flags override both."""
+    path = write_config(tmp_path, CONFIG)
+    monkeypatch.setenv("BATCHD_PORT", "8200")
+    assert load_settings(path).port == 8200
+    assert load_settings(path, port=8300).port == 8300
+
+
+def test_default_config_file_in_working_directory(tmp_path: Path) -> None:
+    """Without a path, ./batchd.toml is read."""
+    (tmp_path / "batchd.toml").write_text("port = 8400\n")
+    assert load_settings().port == 8400
+
+
+@pytest.mark.parametrize(
+    "text",
+    ['unknown_setting = "x"\n', 'completion_windows = ["soon"]\n', "max_concurrency = 0\n"],
+)
+def test_bad_config_file(tmp_path: Path, text: str) -> None:
+    """Unknown keys, bad windows and out-of-range values are ConfigurationErrors."""
+    with pytest.raises(ConfigurationError):
+        load_settings(write_config(tmp_path, text))
+
+
+def test_window_seconds() -> None:
+    """Only offered windows have a length; others are None."""
+    settings = Settings(completion_windows=["24h", "30m"])
+    assert settings.window_seconds("24h") == 86_400
+    assert settings.window_seconds("30m") == 1800
+    assert settings.window_seconds("1h") is None
+    assert settings.window_seconds("48h") is None
