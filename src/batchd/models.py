@@ -150,10 +150,13 @@ class IndexedLine:
 
 @dataclass(frozen=True)
 class RequestResult:
-    """A request's final outcome: the output or error line to write, and what it used."""
+    """A request's outcome: final (the output or error line to write, and what it used), or
+    ``PENDING`` to try again at ``retry_at``, giving the attempt back when the upstream was down."""
 
     batch_id: str
     line: int
     state: RequestState
-    output_line: bytes
+    output_line: bytes = b""
     usage: Usage | None = None
+    retry_at: float | None = None
+    refund_attempt: bool = False

@@ -86,6 +86,12 @@ class Settings(BaseSettings):
     max_embedding_inputs: int = Field(default=50_000, ge=1)
     request_timeout: float = Field(default=600.0, gt=0)
     connect_timeout: float = Field(default=10.0, gt=0)
+    max_attempts: int = Field(default=5, ge=1)
+    retry_base_delay: float = Field(default=0.5, ge=0)
+    retry_max_delay: float = Field(default=30.0, ge=0)
+    breaker_threshold: int = Field(default=5, ge=1)
+    breaker_base_cooldown: float = Field(default=1.0, gt=0)
+    breaker_max_cooldown: float = Field(default=30.0, gt=0)
     lease_seconds: float = Field(default=30.0, gt=0)
     poll_interval: float = Field(default=0.5, gt=0)
     run_worker: bool = True

@@ -416,7 +416,7 @@ async def test_fail_validation_of_cancelling_batch(store: SqlStore) -> None:
 async def test_claim_requests_in_line_order(store: SqlStore) -> None:
     """Claims hand out pending lines in order with their byte ranges, one attempt each."""
     batch = await make_running_batch(store, lines=5)
-    claims = await store.claim_requests(batch.id, "w", 3, NOW + LEASE)
+    claims = await store.claim_requests(batch.id, "w", 3, NOW, NOW + LEASE)
     assert [(c.line, c.custom_id, c.offset, c.length, c.attempts) for c in claims] == [
         (1, "req-1", 0, LINE_BYTES, 1),
         (2, "req-2", LINE_BYTES + 1, LINE_BYTES, 1),
@@ -428,49 +428,49 @@ async def test_claim_requests_in_line_order(store: SqlStore) -> None:
 async def test_claim_requests_never_shares_a_line(store: SqlStore) -> None:
     """Two owners never hold the same line; claims stop when nothing is pending."""
     batch = await make_running_batch(store, lines=5)
-    first = await store.claim_requests(batch.id, "a", 3, NOW + LEASE)
-    second = await store.claim_requests(batch.id, "b", 3, NOW + LEASE)
+    first = await store.claim_requests(batch.id, "a", 3, NOW, NOW + LEASE)
+    second = await store.claim_requests(batch.id, "b", 3, NOW, NOW + LEASE)
     assert [c.line for c in first] == [1, 2, 3]
     assert [c.line for c in second] == [4, 5]
-    assert await store.claim_requests(batch.id, "c", 3, NOW + LEASE) == []
+    assert await store.claim_requests(batch.id, "c", 3, NOW, NOW + LEASE) == []
 
 
 async def test_release_requests(store: SqlStore) -> None:
     """Released lines go back to pending with their attempt undone."""
     batch = await make_running_batch(store, lines=3)
-    await store.claim_requests(batch.id, "a", 3, NOW + LEASE)
+    await store.claim_requests(batch.id, "a", 3, NOW, NOW + LEASE)
     await store.release_requests("a", batch.id, [2, 3])
-    again = await store.claim_requests(batch.id, "b", 3, NOW + LEASE)
+    again = await store.claim_requests(batch.id, "b", 3, NOW, NOW + LEASE)
     assert [(c.line, c.attempts) for c in again] == [(2, 1), (3, 1)]
 
 
 async def test_release_requests_of_another_owner(store: SqlStore) -> None:
     """An owner cannot release lines it does not hold."""
     batch = await make_running_batch(store, lines=2)
-    await store.claim_requests(batch.id, "a", 2, NOW + LEASE)
+    await store.claim_requests(batch.id, "a", 2, NOW, NOW + LEASE)
     await store.release_requests("b", batch.id, [1, 2])
-    assert await store.claim_requests(batch.id, "b", 2, NOW + LEASE) == []
+    assert await store.claim_requests(batch.id, "b", 2, NOW, NOW + LEASE) == []
 
 
 async def test_reclaim_expired_requests(store: SqlStore) -> None:
     """Lines whose lease passed go back to pending and count a second attempt when reclaimed."""
     batch = await make_running_batch(store, lines=2)
-    await store.claim_requests(batch.id, "a", 2, NOW + LEASE)
+    await store.claim_requests(batch.id, "a", 2, NOW, NOW + LEASE)
     await store.reclaim_expired_requests(NOW + LEASE - 1)
-    assert await store.claim_requests(batch.id, "b", 2, NOW + 2 * LEASE) == []
+    assert await store.claim_requests(batch.id, "b", 2, NOW, NOW + 2 * LEASE) == []
     await store.reclaim_expired_requests(NOW + LEASE + 1)
-    again = await store.claim_requests(batch.id, "b", 2, NOW + 2 * LEASE)
+    again = await store.claim_requests(batch.id, "b", 2, NOW, NOW + 2 * LEASE)
     assert [(c.line, c.attempts) for c in again] == [(1, 2), (2, 2)]
 
 
 async def test_renew_request_leases(store: SqlStore) -> None:
     """Renewed leases survive a reclaim that would have taken the lines back."""
     batch = await make_running_batch(store, lines=2)
-    await store.claim_requests(batch.id, "a", 1, NOW + LEASE)
-    await store.claim_requests(batch.id, "b", 1, NOW + LEASE)
+    await store.claim_requests(batch.id, "a", 1, NOW, NOW + LEASE)
+    await store.claim_requests(batch.id, "b", 1, NOW, NOW + LEASE)
     await store.renew_request_leases("a", NOW + 3 * LEASE)
     await store.reclaim_expired_requests(NOW + 2 * LEASE)
-    again = await store.claim_requests(batch.id, "c", 2, NOW + 4 * LEASE)
+    again = await store.claim_requests(batch.id, "c", 2, NOW, NOW + 4 * LEASE)
     assert [c.line for c in again] == [2]
 
 
@@ -480,7 +480,7 @@ async def test_renew_request_leases(store: SqlStore) -> None:
 async def test_record_results_counts_and_sums_usage(store: SqlStore) -> None:
     """Results add to completed/failed and their usage is summed onto the batch."""
     batch = await make_running_batch(store, lines=3)
-    await store.claim_requests(batch.id, "w", 3, NOW + LEASE)
+    await store.claim_requests(batch.id, "w", 3, NOW, NOW + LEASE)
     await store.record_results(
         "w",
         [
@@ -498,8 +498,8 @@ async def test_record_results_across_batches(store: SqlStore) -> None:
     """One commit may carry results of several batches; each gets its own counts."""
     one = await make_running_batch(store, lines=1)
     two = await make_running_batch(store, lines=2)
-    await store.claim_requests(one.id, "w", 5, NOW + LEASE)
-    await store.claim_requests(two.id, "w", 5, NOW + LEASE)
+    await store.claim_requests(one.id, "w", 5, NOW, NOW + LEASE)
+    await store.claim_requests(two.id, "w", 5, NOW, NOW + LEASE)
     await store.record_results(
         "w", [result(one.id, 1), result(two.id, 1), result(two.id, 2, RequestState.FAILED)]
     )
@@ -510,9 +510,9 @@ async def test_record_results_across_batches(store: SqlStore) -> None:
 async def test_record_results_from_lost_lease_is_ignored(store: SqlStore) -> None:
     """A result from a worker whose line was reclaimed and re-claimed is not counted."""
     batch = await make_running_batch(store, lines=1)
-    await store.claim_requests(batch.id, "a", 1, NOW + LEASE)
+    await store.claim_requests(batch.id, "a", 1, NOW, NOW + LEASE)
     await store.reclaim_expired_requests(NOW + LEASE + 1)
-    await store.claim_requests(batch.id, "b", 1, NOW + 3 * LEASE)
+    await store.claim_requests(batch.id, "b", 1, NOW, NOW + 3 * LEASE)
     await store.record_results("a", [result(batch.id, 1, usage=Usage(1, 0, 1, 0, 2))])
     assert (await fetch(store, batch.id)).completed == 0
     await store.record_results("b", [result(batch.id, 1, usage=Usage(1, 0, 1, 0, 2))])
@@ -525,7 +525,7 @@ async def test_record_results_from_lost_lease_is_ignored(store: SqlStore) -> Non
 async def test_record_results_after_skip_is_ignored(store: SqlStore) -> None:
     """A late result for a line already closed as expired is not counted."""
     batch = await make_running_batch(store, lines=2)
-    await store.claim_requests(batch.id, "w", 2, NOW + LEASE)
+    await store.claim_requests(batch.id, "w", 2, NOW, NOW + LEASE)
     claimed = await store.claim_batch_to_finalize("f", NOW + DAY, NOW + DAY + LEASE)
     assert claimed is not None
     await store.skip_unfinished(batch.id, "f", RequestState.EXPIRED)
@@ -547,7 +547,7 @@ async def test_dispatchable_batches(store: SqlStore) -> None:
     cancelling = await make_running_batch(store, lines=1)
     await store.request_cancel(cancelling.id, "default", NOW)
     await make_batch(store)  # still validating
-    await store.claim_requests(done.id, "w", 1, NOW + LEASE)
+    await store.claim_requests(done.id, "w", 1, NOW, NOW + LEASE)
     await store.record_results("w", [result(done.id, 1)])
     dispatchable = await store.dispatchable_batches(NOW + 10)
     assert [b.id for b in dispatchable] == [ready.id]
@@ -565,7 +565,7 @@ async def test_dispatchable_batches_oldest_first(store: SqlStore) -> None:
 async def test_claim_to_finalize_when_all_lines_done(store: SqlStore) -> None:
     """A running batch is claimed for finalizing only once every line has a result."""
     batch = await make_running_batch(store, lines=2)
-    claims = await store.claim_requests(batch.id, "w", 2, NOW + LEASE)
+    claims = await store.claim_requests(batch.id, "w", 2, NOW, NOW + LEASE)
     assert await store.claim_batch_to_finalize("f", NOW, NOW + LEASE) is None
     await store.record_results("w", [result(batch.id, 1)])
     assert await store.claim_batch_to_finalize("f", NOW, NOW + LEASE) is None
@@ -588,7 +588,7 @@ async def test_claim_to_finalize_past_window(store: SqlStore) -> None:
 async def test_claim_to_finalize_cancelling_waits_for_running(store: SqlStore) -> None:
     """A cancelling batch is claimed only when none of its requests is running."""
     batch = await make_running_batch(store, lines=3)
-    await store.claim_requests(batch.id, "w", 1, NOW + LEASE)
+    await store.claim_requests(batch.id, "w", 1, NOW, NOW + LEASE)
     await store.request_cancel(batch.id, "default", NOW)
     assert await store.claim_batch_to_finalize("f", NOW, NOW + LEASE) is None
     await store.record_results("w", [result(batch.id, 1)])
@@ -608,7 +608,7 @@ async def test_claim_to_finalize_ignores_validating_and_terminal(store: SqlStore
 async def test_enter_finalizing_then_reclaim(store: SqlStore) -> None:
     """A finalizing batch whose finalizer vanished is claimed again when the lease passes."""
     batch = await make_running_batch(store, lines=1)
-    await store.claim_requests(batch.id, "w", 1, NOW + LEASE)
+    await store.claim_requests(batch.id, "w", 1, NOW, NOW + LEASE)
     await store.record_results("w", [result(batch.id, 1)])
     await store.claim_batch_to_finalize("f", NOW, NOW + LEASE)
     await store.enter_finalizing(batch.id, "f", NOW + 1)
@@ -635,7 +635,7 @@ async def test_enter_finalizing_needs_lease_and_running(store: SqlStore) -> None
 async def test_skip_unfinished(store: SqlStore) -> None:
     """Skipping closes pending and running lines as the given state and counts them failed."""
     batch = await make_running_batch(store, lines=4)
-    await store.claim_requests(batch.id, "w", 2, NOW + LEASE)
+    await store.claim_requests(batch.id, "w", 2, NOW, NOW + LEASE)
     await store.record_results("w", [result(batch.id, 1)])
     await store.claim_batch_to_finalize("f", NOW + DAY, NOW + DAY + LEASE)
     assert await store.has_requests_in(batch.id, RequestState.RUNNING)
@@ -663,7 +663,7 @@ async def test_finished_lines_in_line_order_across_pages(store: SqlStore) -> Non
     """Every line comes back once, in line order, past the 1000-row page size."""
     count = 1203
     batch = await make_running_batch(store, lines=count)
-    await store.claim_requests(batch.id, "w", 3, NOW + LEASE)
+    await store.claim_requests(batch.id, "w", 3, NOW, NOW + LEASE)
     await store.record_results("w", [result(batch.id, 1), result(batch.id, 2, RequestState.FAILED)])
     lines = [row async for row in store.finished_lines(batch.id)]
     assert [r.line for r in lines] == list(range(1, count + 1))
@@ -699,7 +699,7 @@ def output_file(batch: Batch, kind: str) -> StoredFile:
 async def test_finish_batch(store: SqlStore) -> None:
     """Finishing records both files, the status, its timestamp and clears the lease."""
     batch = await make_running_batch(store, lines=2, project="p")
-    await store.claim_requests(batch.id, "w", 2, NOW + LEASE)
+    await store.claim_requests(batch.id, "w", 2, NOW, NOW + LEASE)
     await store.record_results("w", [result(batch.id, 1), result(batch.id, 2, RequestState.FAILED)])
     await store.claim_batch_to_finalize("f", NOW, NOW + LEASE)
     await store.enter_finalizing(batch.id, "f", NOW + 8)

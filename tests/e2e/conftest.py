@@ -20,6 +20,14 @@ import pytest
 from tests.fakes.model_server import start_model_server_process, stop_model_server_process
 
 MODELS = ("gpt-test", "embed-test")
+FAST_TIMINGS = {  # react in tenths of seconds; production waits longer
+    "BATCHD_POLL_INTERVAL": "0.1",
+    "BATCHD_RETRY_BASE_DELAY": "0.05",
+    "BATCHD_RETRY_MAX_DELAY": "0.5",
+    "BATCHD_BREAKER_BASE_COOLDOWN": "0.2",
+    "BATCHD_BREAKER_MAX_COOLDOWN": "1",
+    "BATCHD_LEASE_SECONDS": "3",
+}
 TERMINAL = {"completed", "failed", "expired", "cancelled"}
 
 
@@ -130,7 +138,7 @@ def start_server(tmp_path: Path, model_server: ModelServer) -> Iterator[ServerFa
             command += ["--upstream", f"{','.join(MODELS)}@{model_server.base_url}"]
         command += list(flags)
         env = {k: v for k, v in os.environ.items() if not k.startswith("BATCHD_")}
-        env["BATCHD_POLL_INTERVAL"] = "0.1"  # react fast; production polls less often
+        env.update(FAST_TIMINGS)
         env.update(extra_env or {})
         with log_path.open("wb") as log:
             process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, env=env)

@@ -266,13 +266,16 @@ class SqlStore:
         return [_batch(r) for r in rows]
 
     async def claim_requests(
-        self, batch_id: str, owner: str, limit: int, until: float
+        self, batch_id: str, owner: str, limit: int, now: float, until: float
     ) -> list[ClaimedRequest]:
+        """Lease up to ``limit`` pending lines in line order, skipping those waiting to retry."""
         async with self.db.transaction() as conn:
             rows = await conn.fetch(
                 "SELECT line FROM requests WHERE batch_id = $1 AND state = 'pending' "
+                "AND (not_before IS NULL OR not_before <= $2) "
                 f"ORDER BY line LIMIT {int(limit)} {self.db.skip_locked}",
                 batch_id,
+                now,
             )
             if not rows:
                 return []
@@ -358,7 +361,15 @@ class SqlStore:
                 *chunk,
             )
             owned.update(r["line"] for r in rows)
-        applied = [r for r in results if r.line in owned]
+        retries = [r for r in results if r.line in owned and r.state is RequestState.PENDING]
+        applied = [r for r in results if r.line in owned and r.state is not RequestState.PENDING]
+        if retries:
+            await conn.executemany(
+                "UPDATE requests SET state = 'pending', not_before = $1, "
+                "attempts = attempts - $2, lease_owner = NULL, lease_until = NULL "
+                "WHERE batch_id = $3 AND line = $4",
+                [(r.retry_at, int(r.refund_attempt), batch_id, r.line) for r in retries],
+            )
         if not applied:
             return
         await conn.executemany(

@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections import OrderedDict, deque
+from collections.abc import Awaitable
 from dataclasses import dataclass
 from urllib.parse import quote
 
@@ -13,17 +14,22 @@ import orjson
 
 from batchd.blobstore import BlobStore
 from batchd.clock import Clock
-from batchd.errors import BlobNotFound, UpstreamError
+from batchd.errors import BlobNotFound, UpstreamError, UpstreamUnreachable
 from batchd.models import Batch, ClaimedRequest, RequestResult, RequestState
 from batchd.result_lines import answered_line, unanswered_line
 from batchd.store import SqlStore
 from batchd.upstreams import Upstream, UpstreamRouter
+from batchd.worker.breaker import CircuitBreaker
 from batchd.worker.commits import GroupCommitter
+from batchd.worker.retry import RETRYABLE_STATUSES, RetryPolicy, retry_after
 
 log = logging.getLogger("batchd.worker")
 
 SPARSE_READ_FACTOR = 4
 """Read claimed lines as one span unless the span is this many times the bytes needed."""
+
+UPSTREAM_FAULT_STATUSES = frozenset({429, 500, 502, 503, 504})
+"""Answers that say the server, not the request, is in trouble: they count for the breaker."""
 
 
 @dataclass(frozen=True)
@@ -46,6 +52,8 @@ class Dispatcher:
         clock: Clock,
         lease_seconds: float,
         poll_interval: float,
+        retry: RetryPolicy,
+        breaker: CircuitBreaker,
     ) -> None:
         self.upstream = upstream
         self._router = router
@@ -56,6 +64,8 @@ class Dispatcher:
         self._clock = clock
         self._lease_seconds = lease_seconds
         self._poll_interval = poll_interval
+        self._retry = retry
+        self.breaker = breaker
         self._slots = asyncio.Semaphore(upstream.max_concurrency)
         self._buffers: OrderedDict[str, deque[Job]] = OrderedDict()
         self._batches: dict[str, Batch] = {}
@@ -74,6 +84,9 @@ class Dispatcher:
         try:
             while not stopping.is_set():
                 await self._slots.acquire()
+                if not await _unless_stopped(self.breaker.admit(), stopping):
+                    self._slots.release()
+                    break
                 job = await self._next_job(stopping)
                 if job is None:
                     self._slots.release()
@@ -146,10 +159,11 @@ class Dispatcher:
         if not self._batches:
             return False
         share = max(8, -(-2 * self.upstream.max_concurrency // len(self._batches)))
-        until = self._clock.now() + self._lease_seconds
+        now = self._clock.now()
+        until = now + self._lease_seconds
         claimed_any = False
         for batch in list(self._batches.values()):
-            claims = await self._store.claim_requests(batch.id, self._owner, share, until)
+            claims = await self._store.claim_requests(batch.id, self._owner, share, now, until)
             if not claims:
                 continue
             claimed_any = True
@@ -207,12 +221,43 @@ class Dispatcher:
         try:
             response = await self.upstream.send(job.endpoint, job.body, headers)
         except UpstreamError as exc:
+            self.breaker.failed()
+            if self._retry.may_retry(claim.attempts):
+                refundable = isinstance(exc, UpstreamUnreachable)
+                return self._again(claim, self._retry.backoff(claim.attempts), refundable)
             line = unanswered_line(claim.custom_id, exc.code, exc.message)
             return RequestResult(claim.batch_id, claim.line, RequestState.FAILED, line)
+        if response.status in RETRYABLE_STATUSES:
+            pause = retry_after(response.headers, self._clock.now())
+            if response.status in UPSTREAM_FAULT_STATUSES:
+                self.breaker.failed(pause)
+            if self._retry.may_retry(claim.attempts):
+                delay = max(pause or 0.0, self._retry.backoff(claim.attempts))
+                return self._again(claim, delay, refundable=False)
+        else:
+            self.breaker.succeeded()
         state, line, usage = answered_line(
             claim.custom_id, response.status, response.request_id, response.body
         )
         return RequestResult(claim.batch_id, claim.line, state, line, usage)
+
+    def _again(self, claim: ClaimedRequest, delay: float, refundable: bool) -> RequestResult:
+        """Try the line again later.
+
+        A failure that cannot be the line's fault (the connection failed) while the upstream is
+        known to be down gives the attempt back, so lines do not run out of tries waiting for the
+        server. Any answer (429, 5xx) or a timeout costs an attempt: it may be the request itself
+        that the server refuses or chokes on, and such a line must fail in the end rather than
+        retry forever. While the upstream is down only one probe at a time is sent, so an outage
+        costs few lines an attempt.
+        """
+        return RequestResult(
+            claim.batch_id,
+            claim.line,
+            RequestState.PENDING,
+            retry_at=self._clock.now() + delay,
+            refund_attempt=refundable and self.breaker.is_open,
+        )
 
     async def _give_back_buffered(self) -> None:
         for batch_id, jobs in self._buffers.items():
@@ -228,6 +273,18 @@ def _body_of(raw: bytes | None) -> bytes | None:
         return orjson.dumps(orjson.loads(raw)["body"])
     except (orjson.JSONDecodeError, KeyError, TypeError):
         return None
+
+
+async def _unless_stopped(work: Awaitable[None], stopping: asyncio.Event) -> bool:
+    """Await ``work`` unless ``stopping`` is set first; whether the work finished."""
+    task = asyncio.ensure_future(work)
+    stop = asyncio.create_task(stopping.wait())
+    await asyncio.wait({task, stop}, return_when=asyncio.FIRST_COMPLETED)
+    stop.cancel()
+    if not task.done():
+        task.cancel()
+        return False
+    return True
 
 
 async def _wait_for_any(*events: asyncio.Event, within: float) -> None:

@@ -15,10 +15,12 @@ from batchd.models import Batch
 from batchd.settings import Settings
 from batchd.store import SqlStore
 from batchd.upstreams import UpstreamRouter
+from batchd.worker.breaker import CircuitBreaker
 from batchd.worker.commits import GroupCommitter
 from batchd.worker.dispatch import Dispatcher
 from batchd.worker.finalize import Finalizer
 from batchd.worker.ingest import Ingest
+from batchd.worker.retry import RetryPolicy
 
 log = logging.getLogger("batchd.worker")
 
@@ -55,6 +57,15 @@ class Worker:
                 clock=self._clock,
                 lease_seconds=settings.lease_seconds,
                 poll_interval=settings.poll_interval,
+                retry=RetryPolicy(
+                    settings.max_attempts, settings.retry_base_delay, settings.retry_max_delay
+                ),
+                breaker=CircuitBreaker(
+                    threshold=settings.breaker_threshold,
+                    base_cooldown=settings.breaker_base_cooldown,
+                    max_cooldown=settings.breaker_max_cooldown,
+                    clock=self._clock,
+                ),
             )
             for upstream in router.upstreams
         ]
