@@ -110,7 +110,8 @@ ServerFactory = Callable[..., Server]
 
 @pytest.fixture
 def start_server(tmp_path: Path, model_server: ModelServer) -> Iterator[ServerFactory]:
-    """Start ``batchd serve`` with extra flags; every server started is stopped after the test."""
+    """Start ``batchd serve`` (or, with ``role="worker"``, ``batchd worker``) with extra flags;
+    every process started is stopped after the test."""
     servers: list[Server] = []
 
     def start(
@@ -118,22 +119,15 @@ def start_server(tmp_path: Path, model_server: ModelServer) -> Iterator[ServerFa
         upstream: bool = True,
         data_dir: Path | None = None,
         extra_env: dict[str, str] | None = None,
+        role: str = "serve",
     ) -> Server:
         port = _free_port()
         data = data_dir or tmp_path / f"data-{len(servers)}"
         log_path = tmp_path / f"batchd-{len(servers)}.log"
-        command = [
-            sys.executable,
-            "-m",
-            "batchd",
-            "serve",
-            "--port",
-            str(port),
-            "--data-dir",
-            str(data),
-            "--completion-windows",
-            "24h,3s",
-        ]
+        command = [sys.executable, "-m", "batchd", role, "--data-dir", str(data)]
+        command += ["--completion-windows", "24h,3s"]
+        if role == "serve":
+            command += ["--port", str(port)]
         if upstream:
             command += ["--upstream", f"{','.join(MODELS)}@{model_server.base_url}"]
         command += list(flags)
@@ -144,7 +138,8 @@ def start_server(tmp_path: Path, model_server: ModelServer) -> Iterator[ServerFa
             process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, env=env)
         server = Server(process, f"http://127.0.0.1:{port}/v1", data, log_path)
         servers.append(server)
-        _wait_until_healthy(server)
+        if role == "serve":
+            _wait_until_healthy(server)
         return server
 
     yield start
