@@ -11,7 +11,8 @@
      ├── BlobNotFound                a blob the metadata points at is missing
      └── UpstreamError               a model server gave no HTTP answer
           ├── UpstreamTimeout        none in time
-          └── UpstreamUnreachable    the connection failed or was closed
+          ├── UpstreamUnreachable    no connection could be made
+          └── UpstreamDisconnected   the connection closed before an answer
 
 Each class's docstring is its default message.
 """
@@ -91,4 +92,8 @@ class UpstreamTimeout(UpstreamError):
 
 
 class UpstreamUnreachable(UpstreamError):
-    """The model server could not be reached or closed the connection without answering."""
+    """The model server could not be reached."""
+
+
+class UpstreamDisconnected(UpstreamError):
+    """The model server closed the connection without answering."""

@@ -98,17 +98,25 @@ def result(
     return RequestResult(batch_id, line, state, b'{"line":%d}' % line, usage)
 
 
+async def query(store: SqlStore, sql: str, *args: Any) -> list[Any]:
+    """A raw read, run where the store runs its own (SQLite: on its thread)."""
+
+    async def read() -> list[Any]:
+        async with store.db.reader() as conn:
+            return await conn.fetch(sql, *args)
+
+    return await store.db.run(read)
+
+
 async def lease_of(store: SqlStore, batch_id: str) -> tuple[Any, Any]:
-    async with store.db.reader() as conn:
-        rows = await conn.fetch(
-            "SELECT lease_owner, lease_until FROM batches WHERE id = $1", batch_id
-        )
+    rows = await query(
+        store, "SELECT lease_owner, lease_until FROM batches WHERE id = $1", batch_id
+    )
     return rows[0]["lease_owner"], rows[0]["lease_until"]
 
 
 async def request_count(store: SqlStore, batch_id: str) -> int:
-    async with store.db.reader() as conn:
-        rows = await conn.fetch("SELECT count(*) AS n FROM requests WHERE batch_id = $1", batch_id)
+    rows = await query(store, "SELECT count(*) AS n FROM requests WHERE batch_id = $1", batch_id)
     return int(rows[0]["n"])
 
 

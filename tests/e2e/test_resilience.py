@@ -47,6 +47,20 @@ def _free_port() -> int:
         return port
 
 
+def _outage_then_recovery(client: openai.OpenAI, tmp_path: Path, port: int) -> None:
+    """Five lines wait out 2 s of refused connections, then all succeed once a server listens."""
+    batch = submit(client, tmp_path, [request_line(i) for i in range(5)])
+    wait_for_batch(client, batch.id, until={"in_progress", *TERMINAL})
+    _stays_in_progress(client, batch.id, 2.0)
+    process, _ = start_model_server_process(tmp_path, port=port)
+    try:
+        batch = wait_for_batch(client, batch.id, within=30)
+        assert batch.request_counts.completed == 5
+        assert len(_succeeded_ids(client, batch)) == 5
+    finally:
+        stop_model_server_process(process)
+
+
 def test_flaky_500s_are_retried_until_they_succeed(
     server: Server, fake: ModelServer, tmp_path: Path
 ) -> None:
@@ -134,7 +148,6 @@ def test_an_upstream_that_is_down_is_waited_out_without_a_flood(
     wait_for_batch(client, batch.id, until={"in_progress", *TERMINAL})
     _stays_in_progress(client, batch.id, 2.5)
     during_outage = fake.stats()["total"]
-    print("OUTAGE", fake.stats())
     assert during_outage < 40, f"{during_outage} requests sent to a server that is down"
     fake.set_faults()
     batch = wait_for_batch(client, batch.id, within=30)
@@ -148,17 +161,21 @@ def test_an_upstream_refusing_connections_is_waited_out(
     """Refused connections cost no line its tries while the upstream is down; then all succeed."""
     port = _free_port()
     server = start_server("--upstream", f"gpt-test@http://127.0.0.1:{port}/v1", upstream=False)
-    client = server.client()
-    batch = submit(client, tmp_path, [request_line(i) for i in range(5)])
-    wait_for_batch(client, batch.id, until={"in_progress", *TERMINAL})
-    _stays_in_progress(client, batch.id, 2.0)
-    process, _ = start_model_server_process(tmp_path, port=port)
-    try:
-        batch = wait_for_batch(client, batch.id, within=30)
-        assert batch.request_counts.completed == 5
-        assert len(_succeeded_ids(client, batch)) == 5
-    finally:
-        stop_model_server_process(process)
+    _outage_then_recovery(server.client(), tmp_path, port)
+
+
+def test_a_line_on_its_last_attempt_is_not_failed_by_a_refused_connection(
+    start_server: ServerFactory, tmp_path: Path
+) -> None:
+    """While the breaker is open a refused connection costs nothing, even on the last attempt."""
+    port = _free_port()
+    server = start_server(
+        "--upstream",
+        f"gpt-test@http://127.0.0.1:{port}/v1",
+        upstream=False,
+        extra_env={"BATCHD_MAX_ATTEMPTS": "2"},
+    )
+    _outage_then_recovery(server.client(), tmp_path, port)
 
 
 def test_the_concurrency_cap_holds_while_retrying(

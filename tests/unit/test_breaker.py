@@ -221,13 +221,6 @@ async def test_a_probe_that_never_reports_is_replaced_after_max_cooldown(clock: 
     assert breaker.state is BreakerState.HALF_OPEN
 
 
-@pytest.mark.xfail(
-    reason="bug: breaker.py failed() doubles the cooldown and pushes _open_until on every failure "
-    "reported while already open (requests that were in flight when it opened), so a burst of "
-    "N concurrent failures opens it for base·2^(N-threshold) (up to max_cooldown) instead of "
-    "base_cooldown; docs/configuration.md says only a failed probe doubles it",
-    strict=True,
-)
 async def test_failures_of_requests_already_in_flight_do_not_lengthen_the_cooldown(
     clock: FakeClock,
 ) -> None:

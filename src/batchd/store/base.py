@@ -8,7 +8,7 @@ with ``$1``-style parameters.
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass
 from importlib import resources
@@ -44,9 +44,17 @@ class Database(ABC):
     async def open(self) -> None:
         """Connect."""
 
+    async def run(self, work: Callable[[], Awaitable[T]]) -> T:
+        """Run one store operation where this engine runs them (here: on the caller's loop)."""
+        return await work()
+
     @abstractmethod
-    def transaction(self) -> AbstractAsyncContextManager[Connection]:
-        """A write transaction, committed on exit, rolled back on an exception."""
+    def transaction(self, *, durable: bool = True) -> AbstractAsyncContextManager[Connection]:
+        """A write transaction, committed on exit, rolled back on an exception.
+
+        ``durable=False`` lets the engine skip the sync to disk at commit, for writes that are
+        safe to lose on a power cut (not on a process crash): claims and results, which at worst
+        are redone. Answers the API gives are always durable."""
 
     @abstractmethod
     def reader(self) -> AbstractAsyncContextManager[Connection]:

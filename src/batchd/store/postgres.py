@@ -49,9 +49,11 @@ class PostgresDatabase(Database):
             raise StoreError(f"cannot connect to PostgreSQL: {exc}") from exc
 
     @asynccontextmanager
-    async def transaction(self) -> AsyncIterator[Connection]:
+    async def transaction(self, *, durable: bool = True) -> AsyncIterator[Connection]:
         assert self._pool is not None, "open() first"
         async with self._pool.acquire() as conn, conn.transaction():
+            if not durable:
+                await conn.execute("SET LOCAL synchronous_commit = off")
             yield _PostgresConnection(conn)
 
     @asynccontextmanager

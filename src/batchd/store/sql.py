@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 from collections import defaultdict
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Callable, Coroutine, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Concatenate, ParamSpec, TypeVar
 
 import orjson
 
@@ -27,6 +27,22 @@ _PAGE_OF_RESULTS = 1000
 _IN_LIST_CHUNK = 500
 
 
+P = ParamSpec("P")
+R = TypeVar("R")
+
+
+def _operation(
+    method: Callable[Concatenate[SqlStore, P], Coroutine[Any, Any, R]],
+) -> Callable[Concatenate[SqlStore, P], Coroutine[Any, Any, R]]:
+    """Run the whole operation where the engine runs its work (SQLite: on its own thread)."""
+
+    async def run(self: SqlStore, /, *args: P.args, **kwargs: P.kwargs) -> R:
+        return await self.db.run(lambda: method(self, *args, **kwargs))
+
+    run.__name__, run.__doc__ = method.__name__, method.__doc__
+    return run
+
+
 @dataclass(frozen=True)
 class FinishedLine:
     line: int
@@ -46,6 +62,7 @@ class SqlStore:
 
     # -- files -----------------------------------------------------------------------------
 
+    @_operation
     async def insert_file(self, file: StoredFile) -> None:
         async with self.db.transaction() as conn:
             await conn.execute(
@@ -53,6 +70,7 @@ class SqlStore:
                 *_file_values(file),
             )
 
+    @_operation
     async def get_file(self, project: str, file_id: str) -> StoredFile | None:
         async with self.db.reader() as conn:
             rows = await conn.fetch(
@@ -62,6 +80,7 @@ class SqlStore:
             )
         return _file(rows[0]) if rows else None
 
+    @_operation
     async def list_files(
         self, project: str, *, purpose: str | None, limit: int, ascending: bool, after: str | None
     ) -> Page[StoredFile]:
@@ -82,6 +101,7 @@ class SqlStore:
             rows = await conn.fetch(sql, *args)
         return Page([_file(r) for r in rows[:limit]], has_more=len(rows) > limit)
 
+    @_operation
     async def delete_file(self, project: str, file_id: str) -> StoredFile | None:
         async with self.db.transaction() as conn:
             rows = await conn.fetch(
@@ -91,6 +111,7 @@ class SqlStore:
             )
         return _file(rows[0]) if rows else None
 
+    @_operation
     async def blob_in_use(self, file_id: str) -> bool:
         """Whether an unfinished batch still reads this file."""
         async with self.db.reader() as conn:
@@ -103,6 +124,7 @@ class SqlStore:
 
     # -- batches ---------------------------------------------------------------------------
 
+    @_operation
     async def insert_batch(self, batch: Batch) -> None:
         async with self.db.transaction() as conn:
             await conn.execute(
@@ -121,6 +143,7 @@ class SqlStore:
                 batch.output_expires_after,
             )
 
+    @_operation
     async def get_batch(self, batch_id: str, project: str | None = None) -> Batch | None:
         """The batch, or None when it does not exist or belongs to another project."""
         async with self.db.reader() as conn:
@@ -129,6 +152,7 @@ class SqlStore:
             return None
         return _batch(rows[0])
 
+    @_operation
     async def list_batches(self, project: str, *, limit: int, after: str | None) -> Page[Batch]:
         args: list[Any] = [project]
         cursor = ""
@@ -143,6 +167,7 @@ class SqlStore:
             rows = await conn.fetch(sql, *args)
         return Page([_batch(r) for r in rows[:limit]], has_more=len(rows) > limit)
 
+    @_operation
     async def request_cancel(self, batch_id: str, project: str, now: int) -> Batch | None:
         """Move a validating or running batch to ``cancelling``; the batch as it stands after."""
         async with self.db.transaction() as conn:
@@ -157,6 +182,7 @@ class SqlStore:
 
     # -- the worker: whole-batch phases, each under a lease on the batch row -----------------
 
+    @_operation
     async def claim_batch_to_validate(self, owner: str, now: float, until: float) -> Batch | None:
         return await self._claim_batch(
             "status = 'validating' AND (lease_until IS NULL OR lease_until < $1)",
@@ -165,6 +191,7 @@ class SqlStore:
             until,
         )
 
+    @_operation
     async def claim_batch_to_finalize(self, owner: str, now: float, until: float) -> Batch | None:
         """A batch with nothing left to run: all lines done, cancelled, or past its window."""
         return await self._claim_batch(
@@ -197,8 +224,9 @@ class SqlStore:
             )
         return _batch(claimed[0])
 
+    @_operation
     async def renew_batch_lease(self, batch_id: str, owner: str, until: float) -> None:
-        async with self.db.transaction() as conn:
+        async with self.db.transaction(durable=False) as conn:
             await conn.execute(
                 "UPDATE batches SET lease_until = $1 WHERE id = $2 AND lease_owner = $3",
                 until,
@@ -206,18 +234,21 @@ class SqlStore:
                 owner,
             )
 
+    @_operation
     async def clear_requests(self, batch_id: str) -> None:
-        async with self.db.transaction() as conn:
+        async with self.db.transaction(durable=False) as conn:
             await conn.execute("DELETE FROM requests WHERE batch_id = $1", batch_id)
 
+    @_operation
     async def add_requests(self, batch_id: str, lines: Sequence[IndexedLine]) -> None:
-        async with self.db.transaction() as conn:
+        async with self.db.transaction(durable=False) as conn:
             await conn.executemany(
                 "INSERT INTO requests (batch_id, line, custom_id, byte_offset, byte_length, state) "
                 "VALUES ($1, $2, $3, $4, $5, 'pending')",
                 [(batch_id, r.line, r.custom_id, r.offset, r.length) for r in lines],
             )
 
+    @_operation
     async def start_batch(
         self, batch_id: str, owner: str, total: int, model: str, now: int
     ) -> None:
@@ -235,6 +266,7 @@ class SqlStore:
                 owner,
             )
 
+    @_operation
     async def fail_validation(
         self, batch_id: str, owner: str, errors: Sequence[LineError], now: int
     ) -> None:
@@ -255,6 +287,7 @@ class SqlStore:
 
     # -- the worker: requests ----------------------------------------------------------------
 
+    @_operation
     async def dispatchable_batches(self, now: int) -> list[Batch]:
         """Running batches with lines still pending, oldest first."""
         async with self.db.reader() as conn:
@@ -265,11 +298,12 @@ class SqlStore:
             )
         return [_batch(r) for r in rows]
 
+    @_operation
     async def claim_requests(
         self, batch_id: str, owner: str, limit: int, now: float, until: float
     ) -> list[ClaimedRequest]:
         """Lease up to ``limit`` pending lines in line order, skipping those waiting to retry."""
-        async with self.db.transaction() as conn:
+        async with self.db.transaction(durable=False) as conn:
             rows = await conn.fetch(
                 "SELECT line FROM requests WHERE batch_id = $1 AND state = 'pending' "
                 "AND (not_before IS NULL OR not_before <= $2) "
@@ -304,26 +338,29 @@ class SqlStore:
         claims.sort(key=lambda c: c.line)
         return claims
 
+    @_operation
     async def renew_request_leases(self, owner: str, until: float) -> None:
-        async with self.db.transaction() as conn:
+        async with self.db.transaction(durable=False) as conn:
             await conn.execute(
                 "UPDATE requests SET lease_until = $1 WHERE state = 'running' AND lease_owner = $2",
                 until,
                 owner,
             )
 
+    @_operation
     async def reclaim_expired_requests(self, now: float) -> None:
         """Requests whose worker stopped renewing its lease go back to pending."""
-        async with self.db.transaction() as conn:
+        async with self.db.transaction(durable=False) as conn:
             await conn.execute(
                 "UPDATE requests SET state = 'pending', lease_owner = NULL, lease_until = NULL "
                 "WHERE state = 'running' AND lease_until < $1",
                 now,
             )
 
+    @_operation
     async def release_requests(self, owner: str, batch_id: str, lines: Sequence[int]) -> None:
         """Give back claimed lines that were never sent."""
-        async with self.db.transaction() as conn:
+        async with self.db.transaction(durable=False) as conn:
             for chunk in _chunks(lines):
                 await conn.execute(
                     "UPDATE requests SET state = 'pending', lease_owner = NULL, lease_until = NULL,"
@@ -335,6 +372,7 @@ class SqlStore:
                     *chunk,
                 )
 
+    @_operation
     async def record_results(self, owner: str, results: Sequence[RequestResult]) -> None:
         """Commit finished requests and their batch counters in one transaction.
 
@@ -344,7 +382,7 @@ class SqlStore:
         by_batch: dict[str, list[RequestResult]] = defaultdict(list)
         for result in results:
             by_batch[result.batch_id].append(result)
-        async with self.db.transaction() as conn:
+        async with self.db.transaction(durable=False) as conn:
             for batch_id, batch_results in by_batch.items():
                 await self._record_batch_results(conn, owner, batch_id, batch_results)
 
@@ -399,6 +437,7 @@ class SqlStore:
 
     # -- the worker: finalizing ----------------------------------------------------------------
 
+    @_operation
     async def enter_finalizing(self, batch_id: str, owner: str, now: int) -> None:
         async with self.db.transaction() as conn:
             await conn.execute(
@@ -409,6 +448,7 @@ class SqlStore:
                 owner,
             )
 
+    @_operation
     async def skip_unfinished(self, batch_id: str, owner: str, state: RequestState) -> None:
         """Close every line still pending or running as ``state`` (expired or cancelled)."""
         async with self.db.transaction() as conn:
@@ -433,6 +473,7 @@ class SqlStore:
         )
         return bool(rows)
 
+    @_operation
     async def has_requests_in(self, batch_id: str, state: RequestState) -> bool:
         async with self.db.reader() as conn:
             rows = await conn.fetch(
@@ -446,22 +487,28 @@ class SqlStore:
         """Every line of the batch in line order, a page at a time."""
         last = 0
         while True:
-            async with self.db.reader() as conn:
-                rows = await conn.fetch(
-                    "SELECT line, custom_id, state, result FROM requests "
-                    "WHERE batch_id = $1 AND line > $2 ORDER BY line LIMIT "
-                    f"{_PAGE_OF_RESULTS}",
-                    batch_id,
-                    last,
-                )
-            for r in rows:
-                yield FinishedLine(
-                    r["line"], r["custom_id"], RequestState(r["state"]), _bytes(r["result"])
-                )
-            if len(rows) < _PAGE_OF_RESULTS:
+            page = await self._finished_page(batch_id, last)
+            for line in page:
+                yield line
+            if len(page) < _PAGE_OF_RESULTS:
                 return
-            last = rows[-1]["line"]
+            last = page[-1].line
 
+    @_operation
+    async def _finished_page(self, batch_id: str, after: int) -> list[FinishedLine]:
+        async with self.db.reader() as conn:
+            rows = await conn.fetch(
+                "SELECT line, custom_id, state, result FROM requests "
+                f"WHERE batch_id = $1 AND line > $2 ORDER BY line LIMIT {_PAGE_OF_RESULTS}",
+                batch_id,
+                after,
+            )
+        return [
+            FinishedLine(r["line"], r["custom_id"], RequestState(r["state"]), _bytes(r["result"]))
+            for r in rows
+        ]
+
+    @_operation
     async def finish_batch(
         self,
         batch_id: str,

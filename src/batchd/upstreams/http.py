@@ -11,7 +11,7 @@ from collections.abc import Mapping
 
 import aiohttp
 
-from batchd.errors import UpstreamTimeout, UpstreamUnreachable
+from batchd.errors import UpstreamDisconnected, UpstreamTimeout, UpstreamUnreachable
 from batchd.upstreams.base import Upstream, UpstreamResponse
 
 
@@ -69,8 +69,11 @@ class HttpUpstream(Upstream):
                 )
         except TimeoutError as exc:
             raise UpstreamTimeout() from exc
-        except (aiohttp.ClientError, asyncio.IncompleteReadError, OSError) as exc:
+        except (aiohttp.ClientConnectorError, ConnectionRefusedError) as exc:
             raise UpstreamUnreachable(
-                "The model server could not be reached or closed the connection "
-                f"({type(exc).__name__})."
+                f"The model server could not be reached ({type(exc).__name__})."
+            ) from exc
+        except (aiohttp.ClientError, asyncio.IncompleteReadError, OSError) as exc:
+            raise UpstreamDisconnected(
+                f"The model server closed the connection without answering ({type(exc).__name__})."
             ) from exc

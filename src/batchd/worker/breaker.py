@@ -68,13 +68,30 @@ class CircuitBreaker:
             self._changed.set()
 
     def failed(self, pause: float | None = None) -> None:
-        """A failure that is the upstream's (no answer, 429, 5xx); ``pause`` its Retry-After."""
-        self._failures += 1
-        if pause is None and self.state is BreakerState.CLOSED and self._failures < self._threshold:
+        """A failure that is the upstream's (no answer, 429, 5xx); ``pause`` its Retry-After.
+
+        While open, late failures of requests sent before it opened change nothing but a longer
+        Retry-After: only a failed probe doubles the cooldown."""
+        now = self._clock.now()
+        if self.state is BreakerState.OPEN:
+            if pause is not None:
+                self._open_until = max(self._open_until, now + pause)
             return
-        cooldown = self._cooldown if pause is None else pause
-        self._open_until = max(self._open_until, self._clock.now() + cooldown)
-        if self.state is BreakerState.HALF_OPEN or self._failures >= self._threshold:
+        self._failures += 1
+        if self.state is BreakerState.HALF_OPEN:
             self._cooldown = min(self._cooldown * 2, self._max_cooldown)
+            self._open(now, self._cooldown if pause is None else max(pause, self._cooldown))
+        elif pause is not None:
+            self._open(now, pause)
+        elif self._failures >= self._threshold:
+            self._open(now, self._cooldown)
+
+    def abandoned(self) -> None:
+        """A probe that was never sent: let the next request probe instead."""
+        if self.state is BreakerState.HALF_OPEN:
+            self._open(self._clock.now(), 0.0)
+
+    def _open(self, now: float, cooldown: float) -> None:
+        self._open_until = now + cooldown
         self.state = BreakerState.OPEN
         self._changed.set()

@@ -4,6 +4,7 @@ between the batches that use it, each line claimed under a lease before it is se
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 from collections import OrderedDict, deque
 from collections.abc import Awaitable
@@ -14,7 +15,7 @@ import orjson
 
 from batchd.blobstore import BlobStore
 from batchd.clock import Clock
-from batchd.errors import BlobNotFound, UpstreamError, UpstreamUnreachable
+from batchd.errors import BlobNotFound, StoreError, UpstreamError, UpstreamUnreachable
 from batchd.models import Batch, ClaimedRequest, RequestResult, RequestState
 from batchd.result_lines import answered_line, unanswered_line
 from batchd.store import SqlStore
@@ -72,6 +73,10 @@ class Dispatcher:
         self._blob_keys: dict[str, str | None] = {}
         self._in_flight: dict[str, set[asyncio.Task[None]]] = {}
         self._wake = asyncio.Event()
+        self._hungry = asyncio.Event()  # the buffer fell below the low watermark
+        self._available = asyncio.Event()  # the feeder added jobs
+        self._buffered = 0
+        self._low_watermark = upstream.max_concurrency
         self._refreshed_at = 0.0
         self.in_flight_count = 0
 
@@ -81,12 +86,11 @@ class Dispatcher:
         self._wake.set()
 
     async def run(self, stopping: asyncio.Event) -> None:
+        """Send jobs as slots free up, while a feeder keeps the buffer of claimed lines full."""
+        feeder = asyncio.create_task(self._feed(stopping))
         try:
             while not stopping.is_set():
                 await self._slots.acquire()
-                if not await _unless_stopped(self.breaker.admit(), stopping):
-                    self._slots.release()
-                    break
                 job = await self._next_job(stopping)
                 if job is None:
                     self._slots.release()
@@ -96,6 +100,9 @@ class Dispatcher:
                 tasks.add(task)
                 task.add_done_callback(tasks.discard)
         finally:
+            feeder.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await feeder
             await self._give_back_buffered()
 
     async def wait_in_flight(self) -> None:
@@ -113,15 +120,31 @@ class Dispatcher:
 
     async def _next_job(self, stopping: asyncio.Event) -> Job | None:
         while not stopping.is_set():
-            if self._clock.now() - self._refreshed_at >= self._poll_interval:
-                await self._refresh()
+            if self.breaker.is_open and not await _unless_stopped(self.breaker.admit(), stopping):
+                return None
             job = self._pop_round_robin()
+            if self._buffered < self._low_watermark:
+                self._hungry.set()
             if job is not None:
                 return job
-            if not await self._refill():
-                self._wake.clear()
-                await _wait_for_any(self._wake, stopping, within=self._poll_interval)
+            self._available.clear()
+            await _wait_for_any(self._available, stopping, within=self._poll_interval)
         return None
+
+    async def _feed(self, stopping: asyncio.Event) -> None:
+        """Claim lines ahead of need, so that a freed slot never waits on the store."""
+        while not stopping.is_set():
+            self._wake.clear()
+            try:
+                if self._clock.now() - self._refreshed_at >= self._poll_interval:
+                    await self._refresh()
+                if self._buffered < self._low_watermark and await self._refill():
+                    self._available.set()
+                    continue
+            except StoreError:
+                log.exception("dispatch_feed_failed", extra={"upstream": self.upstream.name})
+            self._hungry.clear()
+            await _wait_for_any(self._hungry, self._wake, stopping, within=self._poll_interval)
 
     def _pop_round_robin(self) -> Job | None:
         while self._buffers:
@@ -130,6 +153,7 @@ class Dispatcher:
                 del self._buffers[batch_id]
                 continue
             self._buffers.move_to_end(batch_id)
+            self._buffered -= 1
             return buffer.popleft()
         return None
 
@@ -151,6 +175,7 @@ class Dispatcher:
                 self.cancel_in_flight(batch_id)  # their answers would be discarded anyway
         for batch_id in [b for b in self._buffers if b not in self._batches]:
             jobs = self._buffers.pop(batch_id)
+            self._buffered -= len(jobs)
             await self._store.release_requests(self._owner, batch_id, [j.claim.line for j in jobs])
         for batch_id in [b for b, tasks in self._in_flight.items() if not tasks]:
             del self._in_flight[batch_id]
@@ -169,6 +194,7 @@ class Dispatcher:
             claimed_any = True
             jobs = await self._read_jobs(batch, claims)
             self._buffers.setdefault(batch.id, deque()).extend(jobs)
+            self._buffered += len(jobs)
         if not claimed_any:
             self._refreshed_at = 0.0  # whatever we knew is stale: nothing left to claim
         return claimed_any
@@ -210,6 +236,7 @@ class Dispatcher:
     async def _send(self, job: Job) -> RequestResult:
         claim = job.claim
         if job.body is None:
+            self.breaker.abandoned()  # nothing was sent: if this was the probe, allow another
             line = unanswered_line(
                 claim.custom_id, "invalid_request", "The input line could not be read back."
             )
@@ -222,18 +249,20 @@ class Dispatcher:
             response = await self.upstream.send(job.endpoint, job.body, headers)
         except UpstreamError as exc:
             self.breaker.failed()
-            if self._retry.may_retry(claim.attempts):
-                refundable = isinstance(exc, UpstreamUnreachable)
-                return self._again(claim, self._retry.backoff(claim.attempts), refundable)
+            refund = isinstance(exc, UpstreamUnreachable) and self.breaker.is_open
+            if refund or self._retry.may_retry(claim.attempts):
+                return self._again(claim, self._retry.backoff(claim.attempts), refund)
             line = unanswered_line(claim.custom_id, exc.code, exc.message)
             return RequestResult(claim.batch_id, claim.line, RequestState.FAILED, line)
         if response.status in RETRYABLE_STATUSES:
             pause = retry_after(response.headers, self._clock.now())
             if response.status in UPSTREAM_FAULT_STATUSES:
                 self.breaker.failed(pause)
+            else:
+                self.breaker.succeeded()  # it answered: whatever 408/409 mean, it is up
             if self._retry.may_retry(claim.attempts):
                 delay = max(pause or 0.0, self._retry.backoff(claim.attempts))
-                return self._again(claim, delay, refundable=False)
+                return self._again(claim, delay, refund=False)
         else:
             self.breaker.succeeded()
         state, line, usage = answered_line(
@@ -241,28 +270,29 @@ class Dispatcher:
         )
         return RequestResult(claim.batch_id, claim.line, state, line, usage)
 
-    def _again(self, claim: ClaimedRequest, delay: float, refundable: bool) -> RequestResult:
+    def _again(self, claim: ClaimedRequest, delay: float, refund: bool) -> RequestResult:
         """Try the line again later.
 
-        A failure that cannot be the line's fault (the connection failed) while the upstream is
-        known to be down gives the attempt back, so lines do not run out of tries waiting for the
-        server. Any answer (429, 5xx) or a timeout costs an attempt: it may be the request itself
-        that the server refuses or chokes on, and such a line must fail in the end rather than
-        retry forever. While the upstream is down only one probe at a time is sent, so an outage
-        costs few lines an attempt.
+        A failure that cannot be the line's fault (no connection could be made) while the
+        upstream is known to be down gives the attempt back, so lines do not run out of tries
+        waiting for the server. Any answer (429, 5xx), a dropped connection or a timeout costs an
+        attempt: it may be the request itself that the server refuses or chokes on, and such a
+        line must fail in the end rather than retry forever. While the upstream is down only one
+        probe at a time is sent, so an outage costs few lines an attempt.
         """
         return RequestResult(
             claim.batch_id,
             claim.line,
             RequestState.PENDING,
             retry_at=self._clock.now() + delay,
-            refund_attempt=refundable and self.breaker.is_open,
+            refund_attempt=refund,
         )
 
     async def _give_back_buffered(self) -> None:
         for batch_id, jobs in self._buffers.items():
             await self._store.release_requests(self._owner, batch_id, [j.claim.line for j in jobs])
         self._buffers.clear()
+        self._buffered = 0
 
 
 def _body_of(raw: bytes | None) -> bytes | None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import random
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -23,27 +24,33 @@ class RetryPolicy:
 
     def backoff(self, attempts: int) -> float:
         """Exponential backoff with full jitter: uniform in [0, base · 2^(attempts-1)], capped."""
-        ceiling = min(self.max_delay, self.base_delay * 2 ** max(0, attempts - 1))
+        doublings = min(max(0, attempts - 1), 60)  # past 2^60 the cap has long won
+        ceiling = min(self.max_delay, self.base_delay * 2.0**doublings)
         return random.uniform(0, ceiling)
 
 
 def retry_after(headers: Mapping[str, str], now: float) -> float | None:
     """Seconds the server asked us to wait: ``retry-after-ms``, or ``Retry-After`` as seconds or
     an HTTP date."""
-    millis = headers.get("retry-after-ms")
+    millis = _seconds(headers.get("retry-after-ms"))
     if millis is not None:
-        try:
-            return max(0.0, float(millis) / 1000)
-        except ValueError:
-            pass
+        return millis / 1000
     value = headers.get("retry-after")
     if value is None:
         return None
-    try:
-        return max(0.0, float(value))
-    except ValueError:
-        pass
+    seconds = _seconds(value)
+    if seconds is not None:
+        return seconds
     try:
         return max(0.0, parsedate_to_datetime(value).timestamp() - now)
     except (TypeError, ValueError):
         return None
+
+
+def _seconds(text: str | None) -> float | None:
+    """A finite, non-negative number, or None ("inf" would stop an upstream forever)."""
+    try:
+        value = float(text) if text is not None else math.nan
+    except ValueError:
+        return None
+    return max(0.0, value) if math.isfinite(value) else None

@@ -1,0 +1,165 @@
+"""Processes for the benchmark: the fake model server and a real ``batchd serve``, each in its
+own process, as a user would run them."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import httpx
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from tests.fakes.model_server import (  # noqa: E402 - the fake lives with the tests
+    start_model_server_process,
+    stop_model_server_process,
+)
+
+TERMINAL = {"completed", "failed", "expired", "cancelled"}
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+@contextlib.contextmanager
+def fake_model_server(workdir: Path, **options: object) -> Iterator[str]:
+    process, base_url = start_model_server_process(workdir, **options)  # type: ignore[arg-type]
+    try:
+        yield base_url
+    finally:
+        stop_model_server_process(process)
+
+
+@dataclass
+class Batchd:
+    process: subprocess.Popen[bytes]
+    base_url: str
+    http: httpx.Client
+
+    def peak_rss_mb(self) -> float:
+        """The process's peak resident set (VmHWM), in MB."""
+        for line in Path(f"/proc/{self.process.pid}/status").read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) / 1024
+        return float("nan")
+
+    def upload(self, path: Path) -> str:
+        with path.open("rb") as handle:
+            response = self.http.post(
+                "/files", files={"file": (path.name, handle)}, data={"purpose": "batch"}
+            )
+        response.raise_for_status()
+        file_id: str = response.json()["id"]
+        return file_id
+
+    def create(self, file_id: str, endpoint: str = "/v1/chat/completions") -> str:
+        response = self.http.post(
+            "/batches",
+            json={"input_file_id": file_id, "endpoint": endpoint, "completion_window": "24h"},
+        )
+        response.raise_for_status()
+        batch_id: str = response.json()["id"]
+        return batch_id
+
+    def batch(self, batch_id: str) -> dict[str, object]:
+        response = self.http.get(f"/batches/{batch_id}")
+        response.raise_for_status()
+        batch: dict[str, object] = response.json()
+        return batch
+
+    def wait(
+        self, batch_id: str, until: set[str] | None = None, poll: float = 0.05
+    ) -> dict[str, object]:
+        wanted = until or TERMINAL
+        while True:
+            batch = self.batch(batch_id)
+            if batch["status"] in wanted:
+                return batch
+            time.sleep(poll)
+
+
+@contextlib.contextmanager
+def batchd(
+    workdir: Path, upstream: str, *flags: str, env: dict[str, str] | None = None
+) -> Iterator[Batchd]:
+    port = free_port()
+    data = workdir / f"batchd-{port}"
+    command = [
+        sys.executable,
+        "-m",
+        "batchd",
+        "serve",
+        "--port",
+        str(port),
+        "--data-dir",
+        str(data),
+        "--upstream",
+        upstream,
+        "--log-level",
+        "warning",
+        *flags,
+    ]
+    environment = {k: v for k, v in os.environ.items() if not k.startswith("BATCHD_")}
+    environment.update(env or {})
+    log = (workdir / f"batchd-{port}.log").open("wb")
+    process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, env=environment)
+    base = f"http://127.0.0.1:{port}/v1"
+    http = httpx.Client(base_url=base, timeout=300)
+    try:
+        deadline = time.monotonic() + 30
+        while True:
+            try:
+                if httpx.get(f"http://127.0.0.1:{port}/healthz").status_code == 200:
+                    break
+            except httpx.TransportError:
+                if time.monotonic() > deadline or process.poll() is not None:
+                    raise RuntimeError("batchd did not start") from None
+                time.sleep(0.05)
+        yield Batchd(process, base, http)
+    finally:
+        http.close()
+        process.terminate()
+        try:
+            process.wait(30)
+        except subprocess.TimeoutExpired:
+            process.kill()
+        log.close()
+
+
+def write_chat_batch(
+    path: Path, count: int, model: str = "gpt-bench", prefix: str = "r", pad: int = 0
+) -> Path:
+    """A chat batch of ``count`` lines; ``pad`` adds that many characters to each message."""
+    filler = "x" * pad
+    with path.open("w") as out:
+        for i in range(count):
+            out.write(
+                json.dumps(
+                    {
+                        "custom_id": f"{prefix}{i}",
+                        "method": "POST",
+                        "url": "/v1/chat/completions",
+                        "body": {
+                            "model": model,
+                            "messages": [
+                                {"role": "user", "content": f"Say something about {i}. {filler}"}
+                            ],
+                        },
+                    }
+                )
+                + "\n"
+            )
+    return path

@@ -1,0 +1,264 @@
+"""The scenarios of issue 4, each measured against a baseline taken in the same run."""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import httpx
+import uvloop
+
+from bench.baseline import run_baseline
+from bench.harness import batchd, fake_model_server, write_chat_batch
+
+
+@dataclass
+class Row:
+    scenario: str
+    measure: str
+    batchd: str
+    baseline: str
+    ratio: str
+    target: str
+    ok: bool | None = None
+
+
+def _fmt(value: float, unit: str = "") -> str:
+    return f"{value:,.2f}{unit}" if value < 100 else f"{value:,.0f}{unit}"
+
+
+def _bare_loop_seconds(work: Path, input_path: Path, base_url: str, concurrency: int) -> float:
+    """The bare loop on uvloop, as batchd runs (uvicorn picks uvloop when it is installed)."""
+    started = time.perf_counter()
+    with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
+        runner.run(run_baseline(input_path, work / "baseline.jsonl", base_url, concurrency))
+    return time.perf_counter() - started
+
+
+def overhead(work: Path, requests: int, store_flags: list[str]) -> list[Row]:
+    """A chat batch against an instant upstream at concurrency 64, against the bare loop."""
+    source = write_chat_batch(work / "overhead.jsonl", requests)
+    with fake_model_server(work) as upstream:
+        bare = _bare_loop_seconds(work, source, upstream, 64)
+        with batchd(work, upstream, "--max-concurrency", "64", *store_flags) as server:
+            file_id = server.upload(source)
+            started = time.perf_counter()
+            batch_id = server.create(file_id)
+            done = server.wait(batch_id, poll=0.1)
+            took = time.perf_counter() - started
+            rss = server.peak_rss_mb()
+    assert done["status"] == "completed", done
+    ratio = took / bare
+    return [
+        Row(
+            "overhead",
+            f"{requests:,} requests, wall s",
+            _fmt(took),
+            _fmt(bare),
+            f"{ratio:.2f}",
+            "≤ 1.25",
+            ratio <= 1.25,
+        ),
+        Row("overhead", "requests/s", _fmt(requests / took), _fmt(requests / bare), "", ""),
+        Row("overhead", "peak RSS MB", _fmt(rss), "", "", ""),
+    ]
+
+
+def saturation(work: Path, requests: int, store_flags: list[str]) -> list[Row]:
+    """50 ms upstream that takes 128 at a time (429 beyond): throughput against 128 / 50 ms."""
+    source = write_chat_batch(work / "saturation.jsonl", requests)
+    ceiling = 128 / 0.050
+    with (
+        fake_model_server(work, latency_ms=50, capacity=128) as upstream,
+        batchd(work, upstream, "--max-concurrency", "128", *store_flags) as server,
+    ):
+        file_id = server.upload(source)
+        batch_id = server.create(file_id)
+        server.wait(batch_id, until={"in_progress"}, poll=0.01)
+        started = time.perf_counter()
+        done = server.wait(batch_id, poll=0.05)
+        took = time.perf_counter() - started
+        stats = httpx.get(upstream.removesuffix("/v1") + "/_stats").json()
+    assert done["status"] == "completed", done
+    rate = requests / took
+    rejected = stats["responses_by_status"].get("429", 0)
+    return [
+        Row(
+            "saturation",
+            "requests/s",
+            _fmt(rate),
+            _fmt(ceiling),
+            f"{rate / ceiling:.2f}",
+            "≥ 0.95",
+            rate / ceiling >= 0.95,
+        ),
+        Row(
+            "saturation",
+            "peak in flight",
+            str(stats["peak_in_flight"]),
+            "128",
+            "",
+            "= 128",
+            stats["peak_in_flight"] == 128,
+        ),
+        Row("saturation", "429s", str(rejected), "0", "", "0", rejected == 0),
+    ]
+
+
+def ingest(work: Path, requests: int, store_flags: list[str]) -> list[Row]:
+    """Upload and validation of a ~200 MB file of ``requests`` lines."""
+    pad = max(0, 200 * 1024 * 1024 // max(requests, 1) - 200)
+    source = write_chat_batch(work / "ingest.jsonl", requests, pad=pad)
+    size_mb = source.stat().st_size / 1e6
+    with fake_model_server(work) as upstream, batchd(work, upstream, *store_flags) as server:
+        started = time.perf_counter()
+        file_id = server.upload(source)
+        uploaded = time.perf_counter() - started
+        started = time.perf_counter()
+        batch_id = server.create(file_id)
+        server.wait(batch_id, until={"in_progress", "failed", "completed"}, poll=0.02)
+        validated = time.perf_counter() - started
+        server.http.post(f"/batches/{batch_id}/cancel")
+    copy_started = time.perf_counter()
+    (work / "copy.jsonl").write_bytes(source.read_bytes())
+    copied = time.perf_counter() - copy_started
+    rate = size_mb / validated
+    return [
+        Row(
+            "ingest", f"upload {size_mb:,.0f} MB, s", _fmt(uploaded), _fmt(copied) + " (cp)", "", ""
+        ),
+        Row("ingest", "validation MB/s", _fmt(rate), "", "", "≥ 50", rate >= 50),
+    ]
+
+
+def many_small(work: Path, requests: int, store_flags: list[str]) -> list[Row]:
+    """200 batches of 100 created at once, against the same 20,000 requests in one batch."""
+    batches, size = 200, 100
+    single = write_chat_batch(work / "single.jsonl", batches * size)
+    smalls = [
+        write_chat_batch(work / f"small-{i}.jsonl", size, prefix=f"s{i}-") for i in range(batches)
+    ]
+    with fake_model_server(work) as upstream, batchd(work, upstream, *store_flags) as server:
+        file_id = server.upload(single)
+        started = time.perf_counter()
+        server.wait(server.create(file_id), poll=0.1)
+        one = time.perf_counter() - started
+        file_ids = [server.upload(path) for path in smalls]
+        started = time.perf_counter()
+        ids = [server.create(f) for f in file_ids]
+        statuses = [server.wait(i, poll=0.1)["status"] for i in ids]
+        many = time.perf_counter() - started
+    assert set(statuses) == {"completed"}, statuses
+    return [
+        Row(
+            "many small",
+            "200 x 100 vs 1 x 20,000, s",
+            _fmt(many),
+            _fmt(one),
+            f"{many / one:.2f}",
+            "",
+        )
+    ]
+
+
+def api_under_load(work: Path, requests: int, store_flags: list[str]) -> list[Row]:
+    """p50/p99 of GET /v1/batches/{id} from 50 pollers while a batch runs, against idle."""
+    source = write_chat_batch(work / "polled.jsonl", requests)
+    with (
+        fake_model_server(work, latency_ms=5) as upstream,
+        batchd(work, upstream, *store_flags) as server,
+    ):
+        file_id = server.upload(source)
+        idle_batch = server.create(server.upload(write_chat_batch(work / "one.jsonl", 1)))
+        server.wait(idle_batch)
+        idle = _poll_latencies(server.base_url, idle_batch, pollers=50, seconds=2)
+        batch_id = server.create(file_id)
+        server.wait(batch_id, until={"in_progress"}, poll=0.02)
+        busy = _poll_latencies(server.base_url, batch_id, pollers=50, seconds=5)
+    rows = []
+    for label, q in (("p50", 0.5), ("p99", 0.99)):
+        loaded, quiet = _quantile(busy, q) * 1000, _quantile(idle, q) * 1000
+        rows.append(
+            Row(
+                "api under load",
+                f"GET batch {label} ms",
+                _fmt(loaded),
+                _fmt(quiet),
+                f"{loaded / quiet:.2f}",
+                "",
+            )
+        )
+    return rows
+
+
+def _quantile(values: list[float], q: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
+
+
+def _poll_latencies(base_url: str, batch_id: str, pollers: int, seconds: float) -> list[float]:
+    latencies: list[float] = []
+    lock = threading.Lock()
+    deadline = time.monotonic() + seconds
+
+    def poll() -> None:
+        with httpx.Client(base_url=base_url) as http:
+            while time.monotonic() < deadline:
+                started = time.perf_counter()
+                http.get(f"/batches/{batch_id}").raise_for_status()
+                with lock:
+                    latencies.append(time.perf_counter() - started)
+
+    threads = [threading.Thread(target=poll) for _ in range(pollers)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    return latencies
+
+
+def scale(work: Path, requests: int, store_flags: list[str]) -> list[Row]:
+    """A very large batch: peak RSS and time per request against a 50,000-line batch."""
+    small_n, big_n = 50_000, requests
+    limits = {
+        "BATCHD_MAX_REQUESTS_PER_BATCH": str(big_n),
+        "BATCHD_MAX_BATCH_FILE_BYTES": str(4 * 1024**3),
+    }
+    small = write_chat_batch(work / "scale-small.jsonl", small_n)
+    big = write_chat_batch(work / "scale-big.jsonl", big_n)
+    results = {}
+    with fake_model_server(work) as upstream:
+        for label, source, count in (("small", small, small_n), ("big", big, big_n)):
+            with batchd(work, upstream, *store_flags, env=limits) as server:
+                file_id = server.upload(source)
+                started = time.perf_counter()
+                done = server.wait(server.create(file_id), poll=0.5)
+                took = time.perf_counter() - started
+                assert done["status"] == "completed", done
+                results[label] = (took / count * 1e6, server.peak_rss_mb())
+    per_big, rss_big = results["big"]
+    per_small, _ = results["small"]
+    return [
+        Row(
+            "scale",
+            f"{big_n:,} requests, µs/request",
+            _fmt(per_big),
+            _fmt(per_small) + " (50k)",
+            f"{per_big / per_small:.2f}",
+            "≤ 1.0 (±noise)",
+        ),
+        Row("scale", "peak RSS MB", _fmt(rss_big), "", "", "≤ 500", rss_big <= 500),
+    ]
+
+
+SCENARIOS = {
+    "overhead": overhead,
+    "saturation": saturation,
+    "ingest": ingest,
+    "many-small": many_small,
+    "api": api_under_load,
+    "scale": scale,
+}
