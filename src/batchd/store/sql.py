@@ -304,25 +304,17 @@ class SqlStore:
     ) -> list[ClaimedRequest]:
         """Lease up to ``limit`` pending lines in line order, skipping those waiting to retry."""
         async with self.db.transaction(durable=False) as conn:
-            rows = await conn.fetch(
-                "SELECT line FROM requests WHERE batch_id = $1 AND state = 'pending' "
-                "AND (not_before IS NULL OR not_before <= $2) "
-                f"ORDER BY line LIMIT {int(limit)} {self.db.skip_locked}",
-                batch_id,
-                now,
-            )
-            if not rows:
-                return []
-            lines = [r["line"] for r in rows]
             claimed = await conn.fetch(
                 "UPDATE requests SET state = 'running', lease_owner = $1, lease_until = $2, "
-                "attempts = attempts + 1 "
-                f"WHERE batch_id = $3 AND line IN ({_placeholders(4, len(lines))}) "
+                "attempts = attempts + 1 WHERE batch_id = $3 AND line IN ("
+                " SELECT line FROM requests WHERE batch_id = $3 AND state = 'pending'"
+                " AND (not_before IS NULL OR not_before <= $4)"
+                f" ORDER BY line LIMIT {int(limit)} {self.db.skip_locked}) "
                 "RETURNING line, custom_id, byte_offset, byte_length, attempts",
                 owner,
                 until,
                 batch_id,
-                *lines,
+                now,
             )
         claims = [
             ClaimedRequest(

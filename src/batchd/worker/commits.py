@@ -13,7 +13,9 @@ from batchd.store import SqlStore
 
 log = logging.getLogger("batchd.worker")
 
-MAX_GROUP = 512
+MAX_GROUP = 1024
+LINGER = 0.005
+"""A group waits this long for company: fewer, larger commits cost less per result."""
 RETRY_DELAY = 1.0
 
 
@@ -34,6 +36,8 @@ class GroupCommitter:
     async def run(self) -> None:
         while True:
             group = [await self._queue.get()]
+            if self._queue.qsize() < MAX_GROUP:
+                await asyncio.sleep(LINGER)
             while len(group) < MAX_GROUP and not self._queue.empty():
                 group.append(self._queue.get_nowait())
             await self._commit(group)

@@ -29,6 +29,11 @@ log = logging.getLogger("batchd.worker")
 SPARSE_READ_FACTOR = 4
 """Read claimed lines as one span unless the span is this many times the bytes needed."""
 
+PREFETCH_SLOTS = 4
+"""Claim more once fewer than this many slots' worth of lines are buffered…"""
+CLAIM_SLOTS = 8
+"""…and then this many slots' worth, shared between the batches: few, large claims."""
+
 UPSTREAM_FAULT_STATUSES = frozenset({429, 500, 502, 503, 504})
 """Answers that say the server, not the request, is in trouble: they count for the breaker."""
 
@@ -76,7 +81,7 @@ class Dispatcher:
         self._hungry = asyncio.Event()  # the buffer fell below the low watermark
         self._available = asyncio.Event()  # the feeder added jobs
         self._buffered = 0
-        self._low_watermark = upstream.max_concurrency
+        self._low_watermark = PREFETCH_SLOTS * upstream.max_concurrency
         self._refreshed_at = 0.0
         self.in_flight_count = 0
 
@@ -183,7 +188,7 @@ class Dispatcher:
     async def _refill(self) -> bool:
         if not self._batches:
             return False
-        share = max(8, -(-2 * self.upstream.max_concurrency // len(self._batches)))
+        share = max(8, -(-CLAIM_SLOTS * self.upstream.max_concurrency // len(self._batches)))
         now = self._clock.now()
         until = now + self._lease_seconds
         claimed_any = False
