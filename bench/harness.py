@@ -6,7 +6,6 @@ from __future__ import annotations
 import contextlib
 import json
 import os
-import socket
 import subprocess
 import sys
 import time
@@ -23,15 +22,9 @@ from tests.fakes.model_server import (  # noqa: E402 - the fake lives with the t
     start_model_server_process,
     stop_model_server_process,
 )
+from tests.support.ports import free_port  # noqa: E402
 
 TERMINAL = {"completed", "failed", "expired", "cancelled"}
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
 
 
 @contextlib.contextmanager

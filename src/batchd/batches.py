@@ -7,7 +7,7 @@ from typing import Any
 
 from batchd import ids
 from batchd.clock import Clock, whole_seconds
-from batchd.errors import Conflict, InvalidRequest, NotFound
+from batchd.errors import Conflict, InvalidRequest, NotFound, unsupported_value
 from batchd.files import check_expiry
 from batchd.lifecycle import CANCELLABLE
 from batchd.models import ENDPOINTS, TERMINAL, Batch, BatchStatus
@@ -35,22 +35,10 @@ class Batches:
         endpoint = _required_string(params, "endpoint")
         window = _required_string(params, "completion_window")
         if endpoint not in ENDPOINTS:
-            raise InvalidRequest(
-                f"Invalid value for 'endpoint': {endpoint!r}. Supported values are: "
-                + ", ".join(f"'{e}'" for e in ENDPOINTS)
-                + ".",
-                code="invalid_value",
-                param="endpoint",
-            )
+            raise unsupported_value("endpoint", endpoint, ENDPOINTS)
         window_seconds = self._settings.window_seconds(window)
         if window_seconds is None:
-            raise InvalidRequest(
-                f"Invalid value for 'completion_window': {window!r}. Supported values are: "
-                + ", ".join(f"'{w}'" for w in self._settings.completion_windows)
-                + ".",
-                code="invalid_value",
-                param="completion_window",
-            )
+            raise unsupported_value("completion_window", window, self._settings.completion_windows)
         now = whole_seconds(self._clock)
         batch = Batch(
             id=ids.batch_id(),

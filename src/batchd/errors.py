@@ -19,6 +19,8 @@ Each class's docstring is its default message.
 
 from __future__ import annotations
 
+from collections.abc import Iterable
+
 
 class BatchdError(Exception):
     """batchd failed."""
@@ -45,6 +47,16 @@ class ApiError(BatchdError):
 
 class InvalidRequest(ApiError):
     """The request is invalid."""
+
+
+def unsupported_value(param: str, value: object, supported: Iterable[str]) -> InvalidRequest:
+    """The 400 for a value outside a fixed set; the message lists the set."""
+    listed = ", ".join(f"'{choice}'" for choice in supported)
+    return InvalidRequest(
+        f"Invalid value for '{param}': {value!r}. Supported values are: {listed}.",
+        code="invalid_value",
+        param=param,
+    )
 
 
 class AuthenticationFailed(ApiError):

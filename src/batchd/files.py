@@ -10,7 +10,7 @@ import orjson
 from batchd import ids
 from batchd.blobstore import BlobStore, BlobWriter
 from batchd.clock import Clock, whole_seconds
-from batchd.errors import InvalidRequest, NotFound
+from batchd.errors import InvalidRequest, NotFound, unsupported_value
 from batchd.models import UPLOAD_PURPOSES, StoredFile
 from batchd.settings import Settings
 from batchd.store import Page, SqlStore
@@ -41,13 +41,7 @@ class Files:
 
     async def upload(self, upload: Upload) -> StoredFile:
         if upload.purpose not in UPLOAD_PURPOSES:
-            raise InvalidRequest(
-                f"Invalid value for 'purpose': {upload.purpose!r}. Supported values are: "
-                + ", ".join(f"'{p}'" for p in UPLOAD_PURPOSES)
-                + ".",
-                code="invalid_value",
-                param="purpose",
-            )
+            raise unsupported_value("purpose", upload.purpose, UPLOAD_PURPOSES)
         check_expiry(upload.expires_after_seconds, "expires_after[seconds]")
         file_id = ids.file_id()
         key = f"files/{file_id}"

@@ -4,7 +4,6 @@ official openai SDK pointed at them."""
 from __future__ import annotations
 
 import os
-import socket
 import subprocess
 import sys
 import time
@@ -18,6 +17,7 @@ import openai
 import pytest
 
 from tests.fakes.model_server import start_model_server_process, stop_model_server_process
+from tests.support.ports import free_port
 
 MODELS = ("gpt-test", "embed-test")
 FAST_TIMINGS = {  # react in tenths of seconds; production waits longer
@@ -68,13 +68,6 @@ def fake(model_server: ModelServer) -> Iterator[ModelServer]:
     model_server.set_faults()
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
-
-
 @dataclass
 class Server:
     """A running ``batchd serve`` process."""
@@ -121,7 +114,7 @@ def start_server(tmp_path: Path, model_server: ModelServer) -> Iterator[ServerFa
         extra_env: dict[str, str] | None = None,
         role: str = "serve",
     ) -> Server:
-        port = _free_port()
+        port = free_port()
         data = data_dir or tmp_path / f"data-{len(servers)}"
         log_path = tmp_path / f"batchd-{len(servers)}.log"
         command = [sys.executable, "-m", "batchd", role, "--data-dir", str(data)]

@@ -13,7 +13,7 @@ import pytest
 from tests.e2e.conftest import ModelServer, Server, ServerFactory, wait_for_batch
 from tests.e2e.lines import request_line, results, submit
 
-LEASE = {"BATCHD_LEASE_SECONDS": "1"}
+LEASE = {"BATCHD_LEASE_SECONDS": "2"}
 
 
 @pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import socket
 import time
 from pathlib import Path
 from typing import Any
@@ -13,6 +12,7 @@ import pytest
 from tests.e2e.conftest import TERMINAL, ModelServer, Server, ServerFactory, wait_for_batch
 from tests.e2e.lines import request_line, results, submit
 from tests.fakes.model_server import start_model_server_process, stop_model_server_process
+from tests.support.ports import free_port
 
 FLAKY = "^req-[0-4]$"  # the first five of ten lines
 
@@ -38,13 +38,6 @@ def _stays_in_progress(client: openai.OpenAI, batch_id: str, seconds: float) -> 
         assert batch.status == "in_progress"
         assert batch.request_counts.failed == 0
         time.sleep(0.1)
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
 
 
 def _outage_then_recovery(client: openai.OpenAI, tmp_path: Path, port: int) -> None:
@@ -159,7 +152,7 @@ def test_an_upstream_refusing_connections_is_waited_out(
     start_server: ServerFactory, tmp_path: Path
 ) -> None:
     """Refused connections cost no line its tries while the upstream is down; then all succeed."""
-    port = _free_port()
+    port = free_port()
     server = start_server("--upstream", f"gpt-test@http://127.0.0.1:{port}/v1", upstream=False)
     _outage_then_recovery(server.client(), tmp_path, port)
 
@@ -168,7 +161,7 @@ def test_a_line_on_its_last_attempt_is_not_failed_by_a_refused_connection(
     start_server: ServerFactory, tmp_path: Path
 ) -> None:
     """While the breaker is open a refused connection costs nothing, even on the last attempt."""
-    port = _free_port()
+    port = free_port()
     server = start_server(
         "--upstream",
         f"gpt-test@http://127.0.0.1:{port}/v1",

@@ -12,10 +12,11 @@ import os
 import pwd
 import secrets
 import shutil
-import socket
 import subprocess
 from dataclasses import dataclass
 from pathlib import Path
+
+from tests.support.ports import free_port
 
 
 def find_bin_dir() -> Path | None:
@@ -27,13 +28,6 @@ def find_bin_dir() -> Path | None:
         if (Path(candidate) / "initdb").exists() and (Path(candidate) / "pg_ctl").exists():
             return Path(candidate)
     return None
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
 
 
 @dataclass
@@ -110,6 +104,6 @@ def start_cluster(root: Path) -> Cluster:
     base = root / f"pg-{secrets.token_hex(4)}"
     base.mkdir(parents=True)
     root.chmod(0o755)  # the postgres user must reach its data folder
-    cluster = Cluster(bin_dir, base / "data", _free_port(), user)
+    cluster = Cluster(bin_dir, base / "data", free_port(), user)
     cluster.start()
     return cluster

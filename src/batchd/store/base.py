@@ -67,6 +67,26 @@ class Database(ABC):
     @abstractmethod
     async def close(self) -> None: ...
 
+    async def apply_migrations(self, conn: Connection) -> int:
+        """Apply, inside the caller's transaction, every migration newer than the recorded
+        version; the version after."""
+        await conn.execute(
+            "CREATE TABLE IF NOT EXISTS schema_migrations (version INTEGER PRIMARY KEY)"
+        )
+        rows = await conn.fetch("SELECT max(version) AS version FROM schema_migrations")
+        current = int(rows[0]["version"] or 0)
+        for version, script in self.migrations():
+            if version > current:
+                for statement in self.statements(script):
+                    await conn.execute(statement)
+                await conn.execute("INSERT INTO schema_migrations VALUES ($1)", version)
+                current = version
+        return current
+
+    def statements(self, script: str) -> list[str]:
+        """A migration script as the statements to execute (by default, whole)."""
+        return [script]
+
     def migrations(self) -> list[tuple[int, str]]:
         """``(version, sql)`` for every migration of this dialect, in order."""
         folder = resources.files("batchd.store") / "migrations" / self.dialect

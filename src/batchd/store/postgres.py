@@ -65,17 +65,7 @@ class PostgresDatabase(Database):
     async def migrate(self) -> int:
         async with self.transaction() as conn:
             await conn.execute("SELECT pg_advisory_xact_lock($1)", _MIGRATION_LOCK)
-            await conn.execute(
-                "CREATE TABLE IF NOT EXISTS schema_migrations (version INTEGER PRIMARY KEY)"
-            )
-            rows = await conn.fetch("SELECT max(version) AS version FROM schema_migrations")
-            current = rows[0]["version"] or 0
-            for version, sql in self.migrations():
-                if version > current:
-                    await conn.execute(sql)
-                    await conn.execute("INSERT INTO schema_migrations VALUES ($1)", version)
-                    current = version
-            return int(current)
+            return await self.apply_migrations(conn)
 
     async def close(self) -> None:
         if self._pool is not None:

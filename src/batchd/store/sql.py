@@ -65,10 +65,7 @@ class SqlStore:
     @_operation
     async def insert_file(self, file: StoredFile) -> None:
         async with self.db.transaction() as conn:
-            await conn.execute(
-                f"INSERT INTO files ({_FILE_COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
-                *_file_values(file),
-            )
+            await _insert_file(conn, file)
 
     @_operation
     async def get_file(self, project: str, file_id: str) -> StoredFile | None:
@@ -521,11 +518,7 @@ class SqlStore:
                 return
             for file in (output, error):
                 if file is not None:
-                    await conn.execute(
-                        f"INSERT INTO files ({_FILE_COLUMNS}) "
-                        "VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
-                        *_file_values(file),
-                    )
+                    await _insert_file(conn, file)
             await conn.execute(
                 f"UPDATE batches SET status = $1, {stamp} = $2, output_file_id = $3, "
                 "error_file_id = $4, lease_owner = NULL, lease_until = NULL WHERE id = $5",
@@ -551,6 +544,13 @@ def _json_or_none(value: object) -> str | None:
 
 def _bytes(value: Any) -> bytes | None:
     return None if value is None else bytes(value)
+
+
+async def _insert_file(conn: Connection, file: StoredFile) -> None:
+    await conn.execute(
+        f"INSERT INTO files ({_FILE_COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
+        *_file_values(file),
+    )
 
 
 def _file_values(file: StoredFile) -> tuple[Any, ...]:

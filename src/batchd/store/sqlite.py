@@ -133,18 +133,12 @@ class SqliteDatabase(Database):
 
     async def _migrate(self) -> int:
         async with self.transaction() as conn:
-            await conn.execute(
-                "CREATE TABLE IF NOT EXISTS schema_migrations (version INTEGER PRIMARY KEY)"
-            )
-            rows = await conn.fetch("SELECT max(version) AS version FROM schema_migrations")
-            current = rows[0]["version"] or 0
-            for version, sql in self.migrations():
-                if version > current:
-                    for statement in _statements(sql):
-                        await conn.execute(statement)
-                    await conn.execute("INSERT INTO schema_migrations VALUES ($1)", version)
-                    current = version
-            return int(current)
+            return await self.apply_migrations(conn)
+
+    def statements(self, script: str) -> list[str]:
+        """sqlite3 executes one statement at a time; our migrations hold no semicolons inside
+        statements, so splitting on them is exact."""
+        return [s.strip() for s in script.split(";") if s.strip()]
 
     async def close(self) -> None:
         if not self._thread.is_alive():
@@ -163,8 +157,3 @@ class SqliteDatabase(Database):
 
 async def _call(work: Callable[[], Awaitable[T]]) -> T:
     return await work()
-
-
-def _statements(script: str) -> list[str]:
-    """Our migrations hold no semicolons inside statements, so splitting on them is exact."""
-    return [s.strip() for s in script.split(";") if s.strip()]

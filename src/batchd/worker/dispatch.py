@@ -43,6 +43,7 @@ class Job:
     claim: ClaimedRequest
     endpoint: str
     body: bytes | None  # None: the line could not be read back
+    leased_until: float
 
 
 class Dispatcher:
@@ -81,6 +82,7 @@ class Dispatcher:
         self._hungry = asyncio.Event()  # the buffer fell below the low watermark
         self._available = asyncio.Event()  # the feeder added jobs
         self._buffered = 0
+        self.leases_renewed_until = 0.0  # set by the worker's housekeeping
         self._low_watermark = PREFETCH_SLOTS * upstream.max_concurrency
         self._refreshed_at = 0.0
         self.in_flight_count = 0
@@ -130,8 +132,13 @@ class Dispatcher:
             job = self._pop_round_robin()
             if self._buffered < self._low_watermark:
                 self._hungry.set()
-            if job is not None:
+            if job is not None and not self._lease_lapsed(job):
                 return job
+            if job is not None:
+                await self._store.release_requests(
+                    self._owner, job.claim.batch_id, [job.claim.line]
+                )
+                continue
             self._available.clear()
             await _wait_for_any(self._available, stopping, within=self._poll_interval)
         return None
@@ -150,6 +157,11 @@ class Dispatcher:
                 log.exception("dispatch_feed_failed", extra={"upstream": self.upstream.name})
             self._hungry.clear()
             await _wait_for_any(self._hungry, self._wake, stopping, within=self._poll_interval)
+
+    def _lease_lapsed(self, job: Job) -> bool:
+        """Whether the line's lease may have run out (renewals fell behind): another worker may
+        hold it now, so sending it could send it twice."""
+        return max(job.leased_until, self.leases_renewed_until) <= self._clock.now()
 
     def _pop_round_robin(self) -> Job | None:
         while self._buffers:
@@ -197,14 +209,16 @@ class Dispatcher:
             if not claims:
                 continue
             claimed_any = True
-            jobs = await self._read_jobs(batch, claims)
+            jobs = await self._read_jobs(batch, claims, until)
             self._buffers.setdefault(batch.id, deque()).extend(jobs)
             self._buffered += len(jobs)
         if not claimed_any:
             self._refreshed_at = 0.0  # whatever we knew is stale: nothing left to claim
         return claimed_any
 
-    async def _read_jobs(self, batch: Batch, claims: list[ClaimedRequest]) -> list[Job]:
+    async def _read_jobs(
+        self, batch: Batch, claims: list[ClaimedRequest], until: float
+    ) -> list[Job]:
         key = await self._input_blob_key(batch)
         bodies: list[bytes | None]
         try:
@@ -212,7 +226,7 @@ class Dispatcher:
             bodies = [_body_of(raw) for raw in raw_lines]
         except BlobNotFound:
             bodies = [None] * len(claims)
-        return [Job(c, batch.endpoint, body) for c, body in zip(claims, bodies, strict=True)]
+        return [Job(c, batch.endpoint, body, until) for c, body in zip(claims, bodies, strict=True)]
 
     async def _input_blob_key(self, batch: Batch) -> str | None:
         if batch.id not in self._blob_keys:

@@ -159,6 +159,8 @@ class Worker:
             try:
                 until = self._lease_until()
                 await self._store.renew_request_leases(self.id, until)
+                for dispatcher in self.dispatchers:
+                    dispatcher.leases_renewed_until = until
                 for batch_id in list(self._held):
                     await self._store.renew_batch_lease(batch_id, self.id, until)
                 await self._store.reclaim_expired_requests(self._clock.now())
