@@ -15,17 +15,10 @@ from batchd.errors import ConfigurationError
 from batchd.settings import Settings, load_settings
 
 _LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s %(message)s"
-SWITCH_INTERVAL = 0.0005
 
 
 def _configure_logging(level: str) -> None:
     logging.basicConfig(level=level.upper(), format=_LOG_FORMAT, stream=sys.stderr)
-
-
-def _configure_runtime() -> None:
-    # The store's thread waits for the GIL on every SQLite call; with the default 5 ms switch
-    # interval a busy event loop makes each transaction take tens of milliseconds.
-    sys.setswitchinterval(SWITCH_INTERVAL)
 
 
 def _settings(config: Path | None, **flags: Any) -> Settings:
@@ -107,7 +100,6 @@ def serve(
         **flags,
     )
     _configure_logging(settings.log_level)
-    _configure_runtime()
     uvicorn.run(
         create_app(settings),
         host=settings.host,
@@ -124,7 +116,6 @@ def worker(config: Path | None, completion_windows: str | None, **flags: Any) ->
     """Run batches without serving the API."""
     settings = _settings(config, completion_windows=_windows(completion_windows), **flags)
     _configure_logging(settings.log_level)
-    _configure_runtime()
     asyncio.run(_run_worker(settings))
 
 

@@ -99,13 +99,9 @@ def result(
 
 
 async def query(store: SqlStore, sql: str, *args: Any) -> list[Any]:
-    """A raw read, run where the store runs its own (SQLite: on its thread)."""
-
-    async def read() -> list[Any]:
-        async with store.db.reader() as conn:
-            return await conn.fetch(sql, *args)
-
-    return await store.db.run(read)
+    """A raw read through the store's own connection."""
+    async with store.db.reader() as conn:
+        return await conn.fetch(sql, *args)
 
 
 async def lease_of(store: SqlStore, batch_id: str) -> tuple[Any, Any]:

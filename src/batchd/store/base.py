@@ -8,7 +8,7 @@ with ``$1``-style parameters.
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Sequence
 from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass
 from importlib import resources
@@ -43,10 +43,6 @@ class Database(ABC):
     @abstractmethod
     async def open(self) -> None:
         """Connect."""
-
-    async def run(self, work: Callable[[], Awaitable[T]]) -> T:
-        """Run one store operation where this engine runs them (here: on the caller's loop)."""
-        return await work()
 
     @abstractmethod
     def transaction(self, *, durable: bool = True) -> AbstractAsyncContextManager[Connection]:

@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 from collections import defaultdict
-from collections.abc import AsyncIterator, Callable, Coroutine, Sequence
+from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass
-from typing import Any, Concatenate, ParamSpec, TypeVar
+from typing import Any
 
 import orjson
 
@@ -27,22 +27,6 @@ _PAGE_OF_RESULTS = 1000
 _IN_LIST_CHUNK = 500
 
 
-P = ParamSpec("P")
-R = TypeVar("R")
-
-
-def _operation(
-    method: Callable[Concatenate[SqlStore, P], Coroutine[Any, Any, R]],
-) -> Callable[Concatenate[SqlStore, P], Coroutine[Any, Any, R]]:
-    """Run the whole operation where the engine runs its work (SQLite: on its own thread)."""
-
-    async def run(self: SqlStore, /, *args: P.args, **kwargs: P.kwargs) -> R:
-        return await self.db.run(lambda: method(self, *args, **kwargs))
-
-    run.__name__, run.__doc__ = method.__name__, method.__doc__
-    return run
-
-
 @dataclass(frozen=True)
 class FinishedLine:
     line: int
@@ -62,12 +46,10 @@ class SqlStore:
 
     # -- files -----------------------------------------------------------------------------
 
-    @_operation
     async def insert_file(self, file: StoredFile) -> None:
         async with self.db.transaction() as conn:
             await _insert_file(conn, file)
 
-    @_operation
     async def get_file(self, project: str, file_id: str) -> StoredFile | None:
         async with self.db.reader() as conn:
             rows = await conn.fetch(
@@ -77,7 +59,6 @@ class SqlStore:
             )
         return _file(rows[0]) if rows else None
 
-    @_operation
     async def list_files(
         self, project: str, *, purpose: str | None, limit: int, ascending: bool, after: str | None
     ) -> Page[StoredFile]:
@@ -98,7 +79,6 @@ class SqlStore:
             rows = await conn.fetch(sql, *args)
         return Page([_file(r) for r in rows[:limit]], has_more=len(rows) > limit)
 
-    @_operation
     async def delete_file(self, project: str, file_id: str) -> StoredFile | None:
         async with self.db.transaction() as conn:
             rows = await conn.fetch(
@@ -108,7 +88,6 @@ class SqlStore:
             )
         return _file(rows[0]) if rows else None
 
-    @_operation
     async def blob_in_use(self, file_id: str) -> bool:
         """Whether an unfinished batch still reads this file."""
         async with self.db.reader() as conn:
@@ -121,7 +100,6 @@ class SqlStore:
 
     # -- batches ---------------------------------------------------------------------------
 
-    @_operation
     async def insert_batch(self, batch: Batch) -> None:
         async with self.db.transaction() as conn:
             await conn.execute(
@@ -140,7 +118,6 @@ class SqlStore:
                 batch.output_expires_after,
             )
 
-    @_operation
     async def get_batch(self, batch_id: str, project: str | None = None) -> Batch | None:
         """The batch, or None when it does not exist or belongs to another project."""
         async with self.db.reader() as conn:
@@ -149,7 +126,6 @@ class SqlStore:
             return None
         return _batch(rows[0])
 
-    @_operation
     async def list_batches(self, project: str, *, limit: int, after: str | None) -> Page[Batch]:
         args: list[Any] = [project]
         cursor = ""
@@ -164,7 +140,6 @@ class SqlStore:
             rows = await conn.fetch(sql, *args)
         return Page([_batch(r) for r in rows[:limit]], has_more=len(rows) > limit)
 
-    @_operation
     async def request_cancel(self, batch_id: str, project: str, now: int) -> Batch | None:
         """Move a validating or running batch to ``cancelling``; the batch as it stands after."""
         async with self.db.transaction() as conn:
@@ -179,7 +154,6 @@ class SqlStore:
 
     # -- the worker: whole-batch phases, each under a lease on the batch row -----------------
 
-    @_operation
     async def claim_batch_to_validate(self, owner: str, now: float, until: float) -> Batch | None:
         return await self._claim_batch(
             "status = 'validating' AND (lease_until IS NULL OR lease_until < $1)",
@@ -188,7 +162,6 @@ class SqlStore:
             until,
         )
 
-    @_operation
     async def claim_batch_to_finalize(self, owner: str, now: float, until: float) -> Batch | None:
         """A batch with nothing left to run: all lines done, cancelled, or past its window."""
         return await self._claim_batch(
@@ -221,7 +194,6 @@ class SqlStore:
             )
         return _batch(claimed[0])
 
-    @_operation
     async def renew_batch_lease(self, batch_id: str, owner: str, until: float) -> None:
         async with self.db.transaction(durable=False) as conn:
             await conn.execute(
@@ -231,12 +203,10 @@ class SqlStore:
                 owner,
             )
 
-    @_operation
     async def clear_requests(self, batch_id: str) -> None:
         async with self.db.transaction(durable=False) as conn:
             await conn.execute("DELETE FROM requests WHERE batch_id = $1", batch_id)
 
-    @_operation
     async def add_requests(self, batch_id: str, lines: Sequence[IndexedLine]) -> None:
         async with self.db.transaction(durable=False) as conn:
             await conn.executemany(
@@ -245,7 +215,6 @@ class SqlStore:
                 [(batch_id, r.line, r.custom_id, r.offset, r.length) for r in lines],
             )
 
-    @_operation
     async def start_batch(
         self, batch_id: str, owner: str, total: int, model: str, now: int
     ) -> None:
@@ -263,7 +232,6 @@ class SqlStore:
                 owner,
             )
 
-    @_operation
     async def fail_validation(
         self, batch_id: str, owner: str, errors: Sequence[LineError], now: int
     ) -> None:
@@ -284,7 +252,6 @@ class SqlStore:
 
     # -- the worker: requests ----------------------------------------------------------------
 
-    @_operation
     async def dispatchable_batches(self, now: int) -> list[Batch]:
         """Running batches with lines still pending, oldest first."""
         async with self.db.reader() as conn:
@@ -295,7 +262,6 @@ class SqlStore:
             )
         return [_batch(r) for r in rows]
 
-    @_operation
     async def claim_requests(
         self, batch_id: str, owner: str, limit: int, now: float, until: float
     ) -> list[ClaimedRequest]:
@@ -327,7 +293,6 @@ class SqlStore:
         claims.sort(key=lambda c: c.line)
         return claims
 
-    @_operation
     async def renew_request_leases(self, owner: str, until: float) -> None:
         async with self.db.transaction(durable=False) as conn:
             await conn.execute(
@@ -336,7 +301,6 @@ class SqlStore:
                 owner,
             )
 
-    @_operation
     async def reclaim_expired_requests(self, now: float) -> None:
         """Requests whose worker stopped renewing its lease go back to pending."""
         async with self.db.transaction(durable=False) as conn:
@@ -346,7 +310,6 @@ class SqlStore:
                 now,
             )
 
-    @_operation
     async def release_requests(self, owner: str, batch_id: str, lines: Sequence[int]) -> None:
         """Give back claimed lines that were never sent."""
         async with self.db.transaction(durable=False) as conn:
@@ -361,7 +324,6 @@ class SqlStore:
                     *chunk,
                 )
 
-    @_operation
     async def record_results(self, owner: str, results: Sequence[RequestResult]) -> None:
         """Commit finished requests and their batch counters in one transaction.
 
@@ -426,7 +388,6 @@ class SqlStore:
 
     # -- the worker: finalizing ----------------------------------------------------------------
 
-    @_operation
     async def enter_finalizing(self, batch_id: str, owner: str, now: int) -> None:
         async with self.db.transaction() as conn:
             await conn.execute(
@@ -437,7 +398,6 @@ class SqlStore:
                 owner,
             )
 
-    @_operation
     async def skip_unfinished(self, batch_id: str, owner: str, state: RequestState) -> None:
         """Close every line still pending or running as ``state`` (expired or cancelled)."""
         async with self.db.transaction() as conn:
@@ -462,7 +422,6 @@ class SqlStore:
         )
         return bool(rows)
 
-    @_operation
     async def has_requests_in(self, batch_id: str, state: RequestState) -> bool:
         async with self.db.reader() as conn:
             rows = await conn.fetch(
@@ -483,7 +442,6 @@ class SqlStore:
                 return
             last = page[-1].line
 
-    @_operation
     async def _finished_page(self, batch_id: str, after: int) -> list[FinishedLine]:
         async with self.db.reader() as conn:
             rows = await conn.fetch(
@@ -497,7 +455,6 @@ class SqlStore:
             for r in rows
         ]
 
-    @_operation
     async def finish_batch(
         self,
         batch_id: str,
