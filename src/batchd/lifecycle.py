@@ -38,12 +38,3 @@ CANCELLABLE = frozenset(s for s, targets in TRANSITIONS.items() if S.CANCELLING 
 unchanged, and the other terminal statuses answer 409."""
 
 DISPATCHABLE = frozenset({S.IN_PROGRESS})
-
-
-def can_move(source: S, target: S) -> bool:
-    return target in TRANSITIONS[source]
-
-
-def sources_of(target: S) -> frozenset[S]:
-    """The statuses a batch may leave for ``target``: guards for the store's updates."""
-    return frozenset(s for s, targets in TRANSITIONS.items() if target in targets)

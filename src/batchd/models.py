@@ -5,10 +5,8 @@ These are not wire shapes (see ``api/schemas.py``) and not table rows (see ``sto
 
 from __future__ import annotations
 
-import dataclasses
 from dataclasses import dataclass, field
 from enum import StrEnum
-from typing import Any
 
 DEFAULT_PROJECT = "default"
 
@@ -39,8 +37,6 @@ class RequestState(StrEnum):
     EXPIRED = "expired"  # never finished before the window ended: a batch_expired line
     CANCELLED = "cancelled"  # skipped by a cancel: a batch_cancelled line
 
-
-UNFINISHED = frozenset({RequestState.PENDING, RequestState.RUNNING})
 
 ENDPOINTS = (
     "/v1/responses",
@@ -117,13 +113,6 @@ class Batch:
     completed: int = 0
     failed: int = 0
     usage: Usage = field(default_factory=Usage)
-
-    @property
-    def is_terminal(self) -> bool:
-        return self.status in TERMINAL
-
-    def replace(self, **changes: Any) -> Batch:
-        return dataclasses.replace(self, **changes)
 
 
 @dataclass(frozen=True)

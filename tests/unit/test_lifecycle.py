@@ -11,8 +11,6 @@ from batchd.lifecycle import (
     DISPATCHABLE,
     TIMESTAMP_FIELD,
     TRANSITIONS,
-    can_move,
-    sources_of,
 )
 from batchd.models import TERMINAL, Batch
 from batchd.models import BatchStatus as S
@@ -82,21 +80,3 @@ def test_cancellable() -> None:
 def test_dispatchable() -> None:
     """Only running batches have requests sent."""
     assert frozenset({S.IN_PROGRESS}) == DISPATCHABLE
-
-
-def test_can_move() -> None:
-    """can_move follows the table."""
-    assert can_move(S.VALIDATING, S.IN_PROGRESS)
-    assert can_move(S.CANCELLING, S.CANCELLED)
-    assert not can_move(S.COMPLETED, S.CANCELLING)
-    assert not can_move(S.IN_PROGRESS, S.VALIDATING)
-    assert not can_move(S.FINALIZING, S.CANCELLING)
-
-
-def test_sources_of() -> None:
-    """sources_of inverts the table."""
-    assert sources_of(S.CANCELLING) == CANCELLABLE
-    assert sources_of(S.CANCELLED) == {S.CANCELLING}
-    assert sources_of(S.VALIDATING) == frozenset()
-    for target in S:
-        assert all(can_move(source, target) for source in sources_of(target))

@@ -9,7 +9,9 @@ from typing import Any
 
 import orjson
 
+from batchd.lifecycle import CANCELLABLE, DISPATCHABLE, TIMESTAMP_FIELD
 from batchd.models import (
+    TERMINAL,
     Batch,
     BatchStatus,
     ClaimedRequest,
@@ -92,8 +94,8 @@ class SqlStore:
         """Whether an unfinished batch still reads this file."""
         async with self.db.reader() as conn:
             rows = await conn.fetch(
-                "SELECT 1 FROM batches WHERE input_file_id = $1 AND status IN "
-                "('validating', 'in_progress', 'cancelling', 'finalizing') LIMIT 1",
+                "SELECT 1 FROM batches WHERE input_file_id = $1 "
+                f"AND status NOT IN {_statuses(TERMINAL)} LIMIT 1",
                 file_id,
             )
         return bool(rows)
@@ -145,7 +147,7 @@ class SqlStore:
         async with self.db.transaction() as conn:
             await conn.execute(
                 "UPDATE batches SET status = 'cancelling', cancelling_at = $1 "
-                "WHERE id = $2 AND project = $3 AND status IN ('validating', 'in_progress')",
+                f"WHERE id = $2 AND project = $3 AND status IN {_statuses(CANCELLABLE)}",
                 now,
                 batch_id,
                 project,
@@ -256,7 +258,8 @@ class SqlStore:
         """Running batches with lines still pending, oldest first."""
         async with self.db.reader() as conn:
             rows = await conn.fetch(
-                "SELECT * FROM batches WHERE status = 'in_progress' AND expires_at > $1 "
+                f"SELECT * FROM batches WHERE status IN {_statuses(DISPATCHABLE)} "
+                "AND expires_at > $1 "
                 "AND completed + failed < total ORDER BY seq",
                 now,
             )
@@ -465,11 +468,7 @@ class SqlStore:
         error: StoredFile | None,
     ) -> None:
         """Record the result files and the terminal status in one transaction."""
-        stamp = {
-            BatchStatus.COMPLETED: "completed_at",
-            BatchStatus.EXPIRED: "expired_at",
-            BatchStatus.CANCELLED: "cancelled_at",
-        }[status]
+        stamp = TIMESTAMP_FIELD[status]
         async with self.db.transaction() as conn:
             if not await self._holds_batch(conn, batch_id, owner):
                 return
@@ -485,6 +484,11 @@ class SqlStore:
                 error.id if error else None,
                 batch_id,
             )
+
+
+def _statuses(statuses: frozenset[BatchStatus]) -> str:
+    """A SQL list of statuses, from the lifecycle's own sets (never from input)."""
+    return "(" + ", ".join(f"'{s.value}'" for s in sorted(statuses)) + ")"
 
 
 def _placeholders(first: int, count: int) -> str:
