@@ -17,6 +17,7 @@ from batchd.store import Page, SqlStore
 
 BATCH_FILE_TTL = 30 * 86400
 MIN_EXPIRY, MAX_EXPIRY = 3600, 2_592_000
+PURGE_CHUNK = 500
 
 
 @dataclass(frozen=True)
@@ -112,6 +113,19 @@ class Files:
     async def content(self, project: str, file_id: str) -> tuple[StoredFile, AsyncIterator[bytes]]:
         file = await self.get(project, file_id)
         return file, self._blobs.read(file.blob_key)
+
+
+async def purge_expired(store: SqlStore, blobs: BlobStore, now: int) -> int:
+    """Delete files past their expiry (rows, then bytes); how many were deleted."""
+    purged = 0
+    while expired := await store.expired_files(now, PURGE_CHUNK):
+        for file in expired:
+            if await store.delete_file(file.project, file.id) is not None:
+                await blobs.delete(file.blob_key)
+                purged += 1
+        if len(expired) < PURGE_CHUNK:
+            break
+    return purged
 
 
 def check_expiry(seconds: int | None, param: str) -> None:

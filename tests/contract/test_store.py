@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 import pytest
 
 from batchd import ids
+from batchd.blobstore import LocalBlobStore
+from batchd.files import purge_expired
 from batchd.models import (
     OUTPUT_PURPOSE,
     Batch,
@@ -755,3 +758,32 @@ async def test_migrate_is_idempotent(store: SqlStore) -> None:
     file = await make_file(store)
     assert await store.db.migrate() == first
     assert await store.get_file("default", file.id) == file
+
+
+# -- file expiry -----------------------------------------------------------------------------
+
+
+async def test_expired_files_skips_live_and_in_use_files(store: SqlStore) -> None:
+    """Expired files are listed oldest first, except those an unfinished batch still reads."""
+    old = await make_file(store, expires_at=NOW - 10)
+    older = await make_file(store, expires_at=NOW - 20)
+    await make_file(store, expires_at=NOW + 10)
+    await make_file(store, expires_at=None)
+    read = await make_file(store, expires_at=NOW - 30)
+    await make_batch(store, input_file_id=read.id, status=BatchStatus.IN_PROGRESS)
+    assert [f.id for f in await store.expired_files(NOW, 10)] == [older.id, old.id]
+
+
+async def test_purge_expired_deletes_rows_and_bytes(store: SqlStore, tmp_path: Path) -> None:
+    """Purging removes each expired file's row and blob, and leaves the rest alone."""
+    blobs = LocalBlobStore(tmp_path / "blobs")
+    files = []
+    for expires_at in (NOW - 1, NOW - 2, NOW + 100):
+        file = await make_file(store, expires_at=expires_at)
+        writer = blobs.writer(file.blob_key)
+        await writer.write(b"{}\n")
+        await writer.commit()
+        files.append(file)
+    assert await purge_expired(store, blobs, NOW) == 2
+    assert [await store.get_file("default", f.id) is None for f in files] == [True, True, False]
+    assert [(tmp_path / "blobs" / f.blob_key).exists() for f in files] == [False, False, True]

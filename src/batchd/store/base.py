@@ -40,6 +40,11 @@ class Database(ABC):
     skip_locked: str = ""
     for_update: str = ""
 
+    def use_index(self, name: str) -> str:
+        """A clause after a table name that steers the planner to a partial index, where the
+        engine's planner needs steering (SQLite's would scan every finished row of a batch)."""
+        return ""
+
     @abstractmethod
     async def open(self) -> None:
         """Connect."""

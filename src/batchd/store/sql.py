@@ -90,6 +90,18 @@ class SqlStore:
             )
         return _file(rows[0]) if rows else None
 
+    async def expired_files(self, now: int, limit: int) -> list[StoredFile]:
+        """Files past their ``expires_at`` that no unfinished batch still reads."""
+        async with self.db.reader() as conn:
+            rows = await conn.fetch(
+                f"SELECT {_FILE_COLUMNS} FROM files WHERE expires_at IS NOT NULL "
+                "AND expires_at <= $1 AND NOT EXISTS (SELECT 1 FROM batches b "
+                f"WHERE b.input_file_id = files.id AND b.status NOT IN {_statuses(TERMINAL)}) "
+                f"ORDER BY expires_at LIMIT {int(limit)}",
+                now,
+            )
+        return [_file(r) for r in rows]
+
     async def blob_in_use(self, file_id: str) -> bool:
         """Whether an unfinished batch still reads this file."""
         async with self.db.reader() as conn:
@@ -171,6 +183,7 @@ class SqlStore:
             " status = 'finalizing'"
             " OR (status = 'in_progress' AND (completed + failed >= total OR expires_at <= $1))"
             " OR (status = 'cancelling' AND NOT EXISTS (SELECT 1 FROM requests r"
+            f"     {self.db.use_index('requests_running')}"
             "     WHERE r.batch_id = batches.id AND r.state = 'running')))",
             owner,
             now,
@@ -273,7 +286,8 @@ class SqlStore:
             claimed = await conn.fetch(
                 "UPDATE requests SET state = 'running', lease_owner = $1, lease_until = $2, "
                 "attempts = attempts + 1 WHERE batch_id = $3 AND line IN ("
-                " SELECT line FROM requests WHERE batch_id = $3 AND state = 'pending'"
+                f" SELECT line FROM requests {self.db.use_index('requests_pending')}"
+                " WHERE batch_id = $3 AND state = 'pending'"
                 " AND (not_before IS NULL OR not_before <= $4)"
                 f" ORDER BY line LIMIT {int(limit)} {self.db.skip_locked}) "
                 "RETURNING line, custom_id, byte_offset, byte_length, attempts",

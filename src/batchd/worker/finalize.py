@@ -49,8 +49,8 @@ class Finalizer:
     async def _write_files(
         self, batch: Batch, now: int
     ) -> tuple[StoredFile | None, StoredFile | None]:
-        output = self._blobs.writer(f"batches/{batch.id}/output.jsonl")
-        error = self._blobs.writer(f"batches/{batch.id}/errors.jsonl")
+        output_key, error_key = (f"batches/{batch.id}/{kind}.jsonl" for kind in ("output", "error"))
+        output, error = self._blobs.writer(output_key), self._blobs.writer(error_key)
         try:
             async for row in self._store.finished_lines(batch.id):
                 if row.state is RequestState.SUCCEEDED and row.result is not None:
@@ -64,12 +64,12 @@ class Finalizer:
             await error.abort()
             raise
         return (
-            await self._keep(batch, output, "output", now),
-            await self._keep(batch, error, "errors", now),
+            await self._keep(batch, output, output_key, now),
+            await self._keep(batch, error, error_key, now),
         )
 
     async def _keep(
-        self, batch: Batch, writer: BlobWriter, kind: str, now: int
+        self, batch: Batch, writer: BlobWriter, key: str, now: int
     ) -> StoredFile | None:
         """A file only when it has at least one line."""
         if writer.size == 0:
@@ -81,9 +81,9 @@ class Finalizer:
             id=ids.file_id(),
             project=batch.project,
             purpose=OUTPUT_PURPOSE,
-            filename=f"{batch.id}_{'output' if kind == 'output' else 'error'}.jsonl",
+            filename=f"{batch.id}_{key.rsplit('/', 1)[-1]}",
             bytes=writer.size,
             created_at=now,
             expires_at=now + ttl,
-            blob_key=f"batches/{batch.id}/{kind}.jsonl",
+            blob_key=key,
         )

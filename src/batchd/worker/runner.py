@@ -11,6 +11,7 @@ from collections.abc import Awaitable, Callable
 from batchd import ids
 from batchd.blobstore import BlobStore
 from batchd.clock import Clock, SystemClock
+from batchd.files import purge_expired
 from batchd.models import Batch
 from batchd.settings import Settings
 from batchd.store import SqlStore
@@ -37,6 +38,7 @@ class Worker:
         self.id = ids.worker_id()
         self._settings = settings
         self._store = store
+        self._blobs = blobs
         self._clock = clock or SystemClock()
         self._stopping = asyncio.Event()
         self._validate_wake = asyncio.Event()
@@ -164,6 +166,7 @@ class Worker:
                 for batch_id in list(self._held):
                     await self._store.renew_batch_lease(batch_id, self.id, until)
                 await self._store.reclaim_expired_requests(self._clock.now())
+                await purge_expired(self._store, self._blobs, int(self._clock.now()))
             except Exception:
                 log.exception("housekeeping_failed")
             with contextlib.suppress(TimeoutError):
