@@ -187,3 +187,27 @@ def test_three_workers_share_a_batch_and_survive_one_dying(
     output, errors = results(client, done)
     assert len(output) == 1200 and errors == []
     assert _resends(fake, 1200) <= 8 * 4
+
+
+def test_kill_9_while_finalizing(
+    start_server: ServerFactory, fake: ModelServer, tmp_path: Path, db_flags: list[str]
+) -> None:
+    """A kill while the output files are being written: the restart writes them again, once."""
+    data = tmp_path / "data"
+    server = start_server(*db_flags, data_dir=data, extra_env=LEASE)
+    client = server.client()
+    lines = [request_line(i) for i in range(20000)]
+    for line in lines:  # long answers make finalizing take long enough to be caught
+        line["body"]["messages"][0]["content"] += " x" * 1000
+    batch = submit(client, tmp_path, lines)
+    while (status := client.batches.retrieve(batch.id).status) not in {"finalizing", "completed"}:
+        time.sleep(0.005)
+    _kill(server)
+    assert status == "finalizing", "the kill came while finalizing"
+    server = start_server(*db_flags, data_dir=data, extra_env=LEASE)
+    done = wait_for_batch(server.client(), batch.id, within=120)
+    assert done.status == "completed"
+    output, errors = results(server.client(), done)
+    assert len(output) == 20000 and errors == []
+    assert _resends(fake, 20000) == 0
+    assert len(server.client().files.list(purpose="batch_output").data) == 1
