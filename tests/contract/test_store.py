@@ -9,6 +9,7 @@ import pytest
 
 from batchd import ids
 from batchd.blobstore import LocalBlobStore
+from batchd.errors import StoreError
 from batchd.files import purge_expired
 from batchd.models import (
     OUTPUT_PURPOSE,
@@ -787,3 +788,14 @@ async def test_purge_expired_deletes_rows_and_bytes(store: SqlStore, tmp_path: P
     assert await purge_expired(store, blobs, NOW) == 2
     assert [await store.get_file("default", f.id) is None for f in files] == [True, True, False]
     assert [(tmp_path / "blobs" / f.blob_key).exists() for f in files] == [False, False, True]
+
+
+async def test_driver_errors_surface_as_store_errors(store: SqlStore) -> None:
+    """A failing statement raises StoreError (which the worker retries), not a driver error."""
+    with pytest.raises(StoreError):
+        async with store.db.transaction() as conn:
+            await conn.execute("INSERT INTO no_such_table VALUES ($1)", 1)
+    with pytest.raises(StoreError):
+        async with store.db.reader() as conn:
+            await conn.fetch("SELECT no_such_column FROM files")
+    assert await store.get_file("default", "file-x") is None  # the store still works after

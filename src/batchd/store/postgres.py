@@ -17,17 +17,29 @@ _MIGRATION_LOCK = 0x62617463  # any constant: one migrator at a time across proc
 
 
 class _PostgresConnection(Connection):
+    """Driver errors (a deadlock victim, a lost connection) become StoreError, which callers
+    treat as "roll back and try again"."""
+
     def __init__(self, conn: asyncpg.Connection | PoolConnectionProxy) -> None:
         self._conn = conn
 
     async def execute(self, sql: str, *args: Any) -> None:
-        await self._conn.execute(sql, *args)
+        try:
+            await self._conn.execute(sql, *args)
+        except (asyncpg.PostgresError, asyncpg.InterfaceError, OSError) as exc:
+            raise StoreError(f"PostgreSQL: {exc}") from exc
 
     async def executemany(self, sql: str, rows: Sequence[Sequence[Any]]) -> None:
-        await self._conn.executemany(sql, rows)
+        try:
+            await self._conn.executemany(sql, rows)
+        except (asyncpg.PostgresError, asyncpg.InterfaceError, OSError) as exc:
+            raise StoreError(f"PostgreSQL: {exc}") from exc
 
     async def fetch(self, sql: str, *args: Any) -> list[Row]:
-        return list(await self._conn.fetch(sql, *args))
+        try:
+            return list(await self._conn.fetch(sql, *args))
+        except (asyncpg.PostgresError, asyncpg.InterfaceError, OSError) as exc:
+            raise StoreError(f"PostgreSQL: {exc}") from exc
 
 
 class PostgresDatabase(Database):

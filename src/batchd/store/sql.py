@@ -313,7 +313,9 @@ class SqlStore:
     async def renew_request_leases(self, owner: str, until: float) -> None:
         async with self.db.transaction(durable=False) as conn:
             await conn.execute(
-                "UPDATE requests SET lease_until = $1 WHERE state = 'running' AND lease_owner = $2",
+                "UPDATE requests SET lease_until = $1 WHERE (batch_id, line) IN ("
+                " SELECT batch_id, line FROM requests WHERE state = 'running'"
+                f" AND lease_owner = $2 ORDER BY batch_id, line {self.db.for_update})",
                 until,
                 owner,
             )
@@ -348,9 +350,10 @@ class SqlStore:
         reclaimed (or marked expired or cancelled) meanwhile is never counted twice.
         """
         by_batch: dict[str, list[RequestResult]] = defaultdict(list)
-        for result in results:
+        for result in sorted(results, key=lambda r: (r.batch_id, r.line)):
             by_batch[result.batch_id].append(result)
         async with self.db.transaction(durable=False) as conn:
+            # Rows are locked in (batch, line) order everywhere, so writers cannot deadlock.
             for batch_id, batch_results in by_batch.items():
                 await self._record_batch_results(conn, owner, batch_id, batch_results)
 
@@ -361,7 +364,8 @@ class SqlStore:
         for chunk in _chunks([r.line for r in results]):
             rows = await conn.fetch(
                 "SELECT line FROM requests WHERE batch_id = $1 AND lease_owner = $2 "
-                f"AND state = 'running' AND line IN ({_placeholders(3, len(chunk))})",
+                f"AND state = 'running' AND line IN ({_placeholders(3, len(chunk))}) "
+                f"ORDER BY line {self.db.for_update}",
                 batch_id,
                 owner,
                 *chunk,
