@@ -3,8 +3,8 @@ any number of workers can share one database."""
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Sequence
-from contextlib import asynccontextmanager
+from collections.abc import AsyncIterator, Iterator, Sequence
+from contextlib import asynccontextmanager, contextmanager
 from typing import Any
 
 import asyncpg
@@ -16,6 +16,14 @@ from batchd.store.base import Connection, Database, Row
 _MIGRATION_LOCK = 0x62617463  # any constant: one migrator at a time across processes
 
 
+@contextmanager
+def _translated() -> Iterator[None]:
+    try:
+        yield
+    except (asyncpg.PostgresError, asyncpg.InterfaceError, OSError) as exc:
+        raise StoreError(f"PostgreSQL: {exc}") from exc
+
+
 class _PostgresConnection(Connection):
     """Driver errors (a deadlock victim, a lost connection) become StoreError, which callers
     treat as "roll back and try again"."""
@@ -24,22 +32,16 @@ class _PostgresConnection(Connection):
         self._conn = conn
 
     async def execute(self, sql: str, *args: Any) -> None:
-        try:
+        with _translated():
             await self._conn.execute(sql, *args)
-        except (asyncpg.PostgresError, asyncpg.InterfaceError, OSError) as exc:
-            raise StoreError(f"PostgreSQL: {exc}") from exc
 
     async def executemany(self, sql: str, rows: Sequence[Sequence[Any]]) -> None:
-        try:
+        with _translated():
             await self._conn.executemany(sql, rows)
-        except (asyncpg.PostgresError, asyncpg.InterfaceError, OSError) as exc:
-            raise StoreError(f"PostgreSQL: {exc}") from exc
 
     async def fetch(self, sql: str, *args: Any) -> list[Row]:
-        try:
+        with _translated():
             return list(await self._conn.fetch(sql, *args))
-        except (asyncpg.PostgresError, asyncpg.InterfaceError, OSError) as exc:
-            raise StoreError(f"PostgreSQL: {exc}") from exc
 
 
 class PostgresDatabase(Database):

@@ -16,8 +16,8 @@ from __future__ import annotations
 import asyncio
 import re
 import sqlite3
-from collections.abc import AsyncIterator, Sequence
-from contextlib import asynccontextmanager
+from collections.abc import AsyncIterator, Iterator, Sequence
+from contextlib import asynccontextmanager, contextmanager
 from functools import lru_cache
 from pathlib import Path
 from typing import Any
@@ -33,6 +33,14 @@ BUSY_TIMEOUT_SECONDS = 0.05
 """How long one statement may block the loop waiting on a lock (rare in WAL mode)."""
 
 
+@contextmanager
+def _translated() -> Iterator[None]:
+    try:
+        yield
+    except sqlite3.Error as exc:
+        raise StoreError(f"SQLite: {exc}") from exc
+
+
 @lru_cache(maxsize=512)
 def _to_sqlite(sql: str) -> str:
     return _PLACEHOLDER.sub(r"?\1", sql)
@@ -43,22 +51,16 @@ class _SqliteConnection(Connection):
         self._conn = conn
 
     async def execute(self, sql: str, *args: Any) -> None:
-        try:
+        with _translated():
             self._conn.execute(_to_sqlite(sql), args)
-        except sqlite3.Error as exc:
-            raise StoreError(f"SQLite: {exc}") from exc
 
     async def executemany(self, sql: str, rows: Sequence[Sequence[Any]]) -> None:
-        try:
+        with _translated():
             self._conn.executemany(_to_sqlite(sql), rows)
-        except sqlite3.Error as exc:
-            raise StoreError(f"SQLite: {exc}") from exc
 
     async def fetch(self, sql: str, *args: Any) -> list[Row]:
-        try:
+        with _translated():
             rows: list[Row] = self._conn.execute(_to_sqlite(sql), args).fetchall()
-        except sqlite3.Error as exc:
-            raise StoreError(f"SQLite: {exc}") from exc
         return rows
 
 

@@ -85,7 +85,6 @@ class Dispatcher:
         self.leases_renewed_until = 0.0  # set by the worker's housekeeping
         self._low_watermark = PREFETCH_SLOTS * upstream.max_concurrency
         self._refreshed_at = 0.0
-        self.in_flight_count = 0
 
     def wake(self) -> None:
         """Something changed (a batch started, was cancelled): look again now."""
@@ -244,12 +243,10 @@ class Dispatcher:
         return [await self._blobs.read_range(key, c.offset, c.length) for c in claims]
 
     async def _execute(self, job: Job) -> None:
-        self.in_flight_count += 1
         try:
             result = await self._send(job)
             await self._committer.add(result)
         finally:
-            self.in_flight_count -= 1
             self._slots.release()
 
     async def _send(self, job: Job) -> RequestResult:
