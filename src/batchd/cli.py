@@ -3,22 +3,16 @@
 from __future__ import annotations
 
 import asyncio
-import logging
 import signal
-import sys
 from pathlib import Path
 from typing import Any
 
 import click
 
+from batchd.client import register as register_client_commands
 from batchd.errors import ConfigurationError
+from batchd.logs import configure as configure_logging
 from batchd.settings import Settings, load_settings
-
-_LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s %(message)s"
-
-
-def _configure_logging(level: str) -> None:
-    logging.basicConfig(level=level.upper(), format=_LOG_FORMAT, stream=sys.stderr)
 
 
 def _settings(config: Path | None, **flags: Any) -> Settings:
@@ -99,7 +93,7 @@ def serve(
         run_worker=False if no_worker else None,
         **flags,
     )
-    _configure_logging(settings.log_level)
+    configure_logging(settings.log_level)
     uvicorn.run(
         create_app(settings),
         host=settings.host,
@@ -115,7 +109,7 @@ def serve(
 def worker(config: Path | None, completion_windows: str | None, **flags: Any) -> None:
     """Run batches without serving the API."""
     settings = _settings(config, completion_windows=_windows(completion_windows), **flags)
-    _configure_logging(settings.log_level)
+    configure_logging(settings.log_level)
     asyncio.run(_run_worker(settings))
 
 
@@ -159,3 +153,6 @@ def migrate(config: Path | None, **flags: Any) -> None:
             await store.close()
 
     click.echo(f"schema version {asyncio.run(run())}")
+
+
+register_client_commands(main)

@@ -32,8 +32,12 @@ def parse_duration(text: str) -> int:
     return int(match.group(1)) * _UNIT_SECONDS[match.group(2)]
 
 
+LOCAL = "local"
+
+
 class UpstreamSettings(BaseModel):
-    """An OpenAI-compatible model server. With ``models`` empty it serves any model."""
+    """An OpenAI-compatible model server, or a model run in this process (``url`` ``local`` or
+    ``local:PATH``). With ``models`` empty it serves any model."""
 
     url: str
     models: list[str] = Field(default_factory=list)
@@ -53,6 +57,15 @@ class UpstreamSettings(BaseModel):
     @property
     def label(self) -> str:
         return self.name or self.url
+
+    @property
+    def is_local(self) -> bool:
+        return self.url == LOCAL or self.url.startswith(LOCAL + ":")
+
+    @property
+    def local_model_path(self) -> str | None:
+        """The model directory of a ``local:PATH`` upstream; None for the packaged model."""
+        return self.url.partition(":")[2] or None if self.is_local else None
 
 
 class ApiKey(BaseModel):
@@ -92,6 +105,7 @@ class Settings(BaseSettings):
     breaker_threshold: int = Field(default=5, ge=1)
     breaker_base_cooldown: float = Field(default=1.0, gt=0)
     breaker_max_cooldown: float = Field(default=30.0, gt=0)
+    local_batch_size: int = Field(default=32, ge=1)
     lease_seconds: float = Field(default=30.0, gt=0)
     poll_interval: float = Field(default=0.5, gt=0)
     run_worker: bool = True
@@ -119,6 +133,9 @@ class Settings(BaseSettings):
         for upstream in self.upstreams:
             if upstream.api_key is None:
                 upstream.api_key = self.upstream_api_key
+            if upstream.max_concurrency is None and upstream.is_local:
+                # Two micro-batches' worth: one in the model, the next one gathering.
+                upstream.max_concurrency = 2 * self.local_batch_size
             if upstream.max_concurrency is None:
                 upstream.max_concurrency = self.max_concurrency
         return self
