@@ -112,7 +112,7 @@ def batchd(
     base = f"http://127.0.0.1:{port}/v1"
     http = httpx.Client(base_url=base, timeout=300)
     try:
-        deadline = time.monotonic() + 30
+        deadline = time.monotonic() + 180  # a local model takes a while to load
         while True:
             try:
                 if httpx.get(f"http://127.0.0.1:{port}/healthz").status_code == 200:
@@ -155,4 +155,18 @@ def write_chat_batch(
                 )
                 + "\n"
             )
+    return path
+
+
+def write_embeddings_batch(path: Path, texts: list[str], model: str = "all-MiniLM-L6-v2") -> Path:
+    """An embeddings batch, one text per line."""
+    with path.open("w") as out:
+        for i, text in enumerate(texts):
+            line = {
+                "custom_id": f"e{i}",
+                "method": "POST",
+                "url": "/v1/embeddings",
+                "body": {"model": model, "input": text},
+            }
+            out.write(json.dumps(line) + "\n")
     return path

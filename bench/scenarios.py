@@ -13,7 +13,13 @@ import httpx
 import uvloop
 
 from bench.baseline import run_baseline
-from bench.harness import Batchd, batchd, fake_model_server, write_chat_batch
+from bench.harness import (
+    Batchd,
+    batchd,
+    fake_model_server,
+    write_chat_batch,
+    write_embeddings_batch,
+)
 
 
 @dataclass
@@ -287,6 +293,42 @@ def scale(work: Path, requests: int, store_flags: list[str]) -> list[Row]:
     ]
 
 
+def embeddings(work: Path, requests: int, store_flags: list[str]) -> list[Row]:
+    """Embeddings through a batch on the local model, against the model called in a loop with
+    the same micro-batch size (batchd's ``local_batch_size``)."""
+    from batchd.settings import Settings
+    from batchd.upstreams.sentence import SentenceEmbedder
+
+    size = Settings().local_batch_size
+    texts = [
+        f"Sentence {i} is about topic {i % 37}, written for a benchmark of sentence embeddings."
+        for i in range(requests)
+    ]
+    source = write_embeddings_batch(work / "embeddings.jsonl", texts)
+    with batchd(work, "local", *store_flags) as server:
+        file_id = server.upload(source)
+        started = time.perf_counter()
+        done = server.wait(server.create(file_id, "/v1/embeddings"), poll=0.2)
+        took = time.perf_counter() - started
+        assert done["status"] == "completed", done
+    # The bare loop runs after batchd has stopped, so the two never share the CPU.
+    model = SentenceEmbedder.load(None, batch_size=size)
+    started = time.perf_counter()
+    for start in range(0, len(texts), size):
+        model.embed(texts[start : start + size])
+    bare = time.perf_counter() - started
+    return [
+        Row(
+            "embeddings",
+            f"{requests:,} inputs (local model, passes of {size}), per s",
+            _fmt(requests / took),
+            _fmt(requests / bare) + " model in a loop",
+            f"{took / bare:.2f}",
+            "",
+        )
+    ]
+
+
 SCENARIOS = {
     "overhead": overhead,
     "saturation": saturation,
@@ -294,4 +336,5 @@ SCENARIOS = {
     "many-small": many_small,
     "api": api_under_load,
     "scale": scale,
+    "embeddings": embeddings,
 }
