@@ -13,6 +13,8 @@ import numpy as np
 import orjson
 import pytest
 
+from batchd.settings import Settings
+from batchd.upstreams import build_upstreams
 from batchd.upstreams.local import LocalUpstream
 from batchd.upstreams.sentence import Embeddings
 
@@ -187,3 +189,30 @@ async def test_other_endpoints_get_a_404(upstream: LocalUpstream) -> None:
 
     assert response.status == 404
     assert "/v1/embeddings" in orjson.loads(response.body)["error"]["message"]
+
+
+@pytest.mark.parametrize(
+    ("flag", "models"),
+    [
+        ("local", {"all-MiniLM-L6-v2", "sentence-transformers/all-MiniLM-L6-v2"}),
+        ("text-embedding-3-small@local", {"text-embedding-3-small"}),
+        ("local:/models/bge-small-en", {"bge-small-en"}),
+    ],
+)
+def test_local_upstreams_answer_to_the_packaged_model_the_folder_or_the_names_given(
+    flag: str, models: set[str]
+) -> None:
+    (upstream,) = build_upstreams(Settings(upstreams=[flag], local_batch_size=16)).upstreams
+
+    assert isinstance(upstream, LocalUpstream)
+    assert upstream.models == models
+    assert upstream.batch_size == 16
+    assert upstream.max_concurrency == 32  # two micro-batches: one running, one gathering
+
+
+def test_a_local_upstream_keeps_an_explicit_concurrency() -> None:
+    settings = Settings(upstreams=[{"url": "local", "max_concurrency": 5}])
+
+    (upstream,) = build_upstreams(settings).upstreams
+
+    assert upstream.max_concurrency == 5
