@@ -16,6 +16,7 @@ from batchd.batches import Batches
 from batchd.blobstore import open_blobstore
 from batchd.clock import Clock, SystemClock
 from batchd.files import Files
+from batchd.metrics import Metrics
 from batchd.settings import Settings
 from batchd.store import open_store
 from batchd.upstreams import build_upstreams
@@ -36,7 +37,11 @@ def create_app(settings: Settings, clock: Clock | None = None) -> Starlette:
         await blobs.check()
         router = build_upstreams(settings)
         await router.open()
-        worker = Worker(settings, store, blobs, router, clock) if settings.run_worker else None
+        metrics = Metrics()
+        worker = (
+            Worker(settings, store, blobs, router, clock, metrics) if settings.run_worker else None
+        )
+        app.state.store, app.state.blobs, app.state.metrics = store, blobs, metrics
         app.state.files = Files(settings, store, blobs, clock)
         app.state.batches = Batches(
             settings, store, clock, on_change=worker.notify if worker else lambda: None

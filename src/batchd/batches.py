@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable
 from typing import Any
 
@@ -15,6 +16,32 @@ from batchd.settings import Settings
 from batchd.store import Page, SqlStore
 
 MAX_METADATA_PAIRS, MAX_METADATA_KEY, MAX_METADATA_VALUE = 16, 64, 512
+
+log = logging.getLogger("batchd.batches")
+
+
+def log_status(batch: Batch) -> None:
+    """Log that ``batch`` entered its current status: the event ``batch_<status>`` (entering
+    ``validating`` is ``batch_created``), at info, with its id, project and counts."""
+    fields: dict[str, object] = {
+        "batch_id": batch.id,
+        "project": batch.project,
+        "status": batch.status.value,
+    }
+    if batch.status is BatchStatus.VALIDATING:
+        fields.update(endpoint=batch.endpoint, input_file_id=batch.input_file_id)
+    elif batch.errors:
+        fields["errors"] = len(batch.errors)
+    else:
+        fields.update(
+            model=batch.model, total=batch.total, completed=batch.completed, failed=batch.failed
+        )
+    if batch.status in TERMINAL and batch.total:
+        fields.update(
+            input_tokens=batch.usage.input_tokens, output_tokens=batch.usage.output_tokens
+        )
+    event = "created" if batch.status is BatchStatus.VALIDATING else batch.status.value
+    log.info(f"batch_{event}", extra=fields)
 
 
 class Batches:
@@ -53,6 +80,7 @@ class Batches:
             output_expires_after=_output_expiry(params.get("output_expires_after")),
         )
         await self._store.insert_batch(batch)
+        log_status(batch)
         self._on_change()
         return batch
 
@@ -72,6 +100,8 @@ class Batches:
                 batch_id, project, whole_seconds(self._clock)
             )
             assert cancelled is not None
+            if cancelled.status is BatchStatus.CANCELLING:
+                log_status(cancelled)
             self._on_change()
             batch = cancelled
         if batch.status in TERMINAL and batch.status is not BatchStatus.CANCELLED:

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import re
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import BaseModel, Field, field_validator, model_validator
 from pydantic_settings import (
@@ -110,6 +110,8 @@ class Settings(BaseSettings):
     poll_interval: float = Field(default=0.5, gt=0)
     run_worker: bool = True
     log_level: str = "info"
+    log_format: Literal["auto", "json", "text"] = "auto"
+    metrics_port: int | None = Field(default=None, ge=1, le=65535)
 
     @field_validator("upstreams", mode="before")
     @classmethod

@@ -503,6 +503,19 @@ class SqlStore:
                 batch_id,
             )
 
+    # -- observability -----------------------------------------------------------------------
+
+    async def batch_and_line_counts(self) -> tuple[dict[BatchStatus, int], int]:
+        """Batches by status, and lines pending (to send or to retry): one grouped query each,
+        both answered from indexes."""
+        async with self.db.reader() as conn:
+            batches = await conn.fetch("SELECT status, count(*) AS n FROM batches GROUP BY status")
+            pending = await conn.fetch(
+                f"SELECT count(*) AS n FROM requests {self.db.use_index('requests_pending')} "
+                "WHERE state = 'pending'"
+            )
+        return {BatchStatus(r["status"]): int(r["n"]) for r in batches}, int(pending[0]["n"])
+
 
 def _statuses(statuses: frozenset[BatchStatus]) -> str:
     """A SQL list of statuses, from the lifecycle's own sets (never from input)."""

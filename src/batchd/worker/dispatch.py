@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import time
 from collections import OrderedDict, deque
 from collections.abc import Awaitable
 from dataclasses import dataclass
@@ -15,11 +16,19 @@ import orjson
 
 from batchd.blobstore import BlobStore
 from batchd.clock import Clock
-from batchd.errors import BlobNotFound, StoreError, UpstreamError, UpstreamUnreachable
+from batchd.errors import (
+    BlobNotFound,
+    StoreError,
+    UpstreamDisconnected,
+    UpstreamError,
+    UpstreamTimeout,
+    UpstreamUnreachable,
+)
+from batchd.metrics import ModelMetrics, UpstreamMetrics
 from batchd.models import Batch, ClaimedRequest, RequestResult, RequestState
 from batchd.result_lines import answered_line, unanswered_line
 from batchd.store import SqlStore
-from batchd.upstreams import Upstream, UpstreamRouter
+from batchd.upstreams import Upstream, UpstreamResponse, UpstreamRouter
 from batchd.worker.breaker import CircuitBreaker
 from batchd.worker.commits import GroupCommitter
 from batchd.worker.retry import RETRYABLE_STATUSES, RetryPolicy, retry_after
@@ -37,11 +46,19 @@ CLAIM_SLOTS = 8
 UPSTREAM_FAULT_STATUSES = frozenset({429, 500, 502, 503, 504})
 """Answers that say the server, not the request, is in trouble: they count for the breaker."""
 
+NO_ANSWER: dict[type[UpstreamError], str] = {
+    UpstreamTimeout: "timeout",
+    UpstreamUnreachable: "unreachable",
+    UpstreamDisconnected: "disconnected",
+}
+"""The ``status`` a request counts under in the metrics when no HTTP answer came."""
+
 
 @dataclass(frozen=True)
 class Job:
     claim: ClaimedRequest
     endpoint: str
+    model: str
     body: bytes | None  # None: the line could not be read back
     leased_until: float
 
@@ -61,6 +78,7 @@ class Dispatcher:
         poll_interval: float,
         retry: RetryPolicy,
         breaker: CircuitBreaker,
+        metrics: UpstreamMetrics,
     ) -> None:
         self.upstream = upstream
         self._router = router
@@ -73,6 +91,7 @@ class Dispatcher:
         self._poll_interval = poll_interval
         self._retry = retry
         self.breaker = breaker
+        self._metrics = metrics
         self._slots = asyncio.Semaphore(upstream.max_concurrency)
         self._buffers: OrderedDict[str, deque[Job]] = OrderedDict()
         self._batches: dict[str, Batch] = {}
@@ -225,7 +244,11 @@ class Dispatcher:
             bodies = [_body_of(raw) for raw in raw_lines]
         except BlobNotFound:
             bodies = [None] * len(claims)
-        return [Job(c, batch.endpoint, body, until) for c, body in zip(claims, bodies, strict=True)]
+        model = batch.model or ""
+        return [
+            Job(c, batch.endpoint, model, body, until)
+            for c, body in zip(claims, bodies, strict=True)
+        ]
 
     async def _input_blob_key(self, batch: Batch) -> str | None:
         if batch.id not in self._blob_keys:
@@ -261,15 +284,32 @@ class Dispatcher:
             "x-batchd-batch-id": claim.batch_id,
             "x-batchd-custom-id": quote(claim.custom_id, safe=""),
         }
+        observed = self._metrics.model(job.model)
+        self._metrics.sending += 1
+        started = time.perf_counter()
         try:
             response = await self.upstream.send(job.endpoint, job.body, headers)
         except UpstreamError as exc:
-            self.breaker.failed()
-            refund = isinstance(exc, UpstreamUnreachable) and self.breaker.is_open
-            if refund or self._retry.may_retry(claim.attempts):
-                return self._again(claim, self._retry.backoff(claim.attempts), refund)
-            line = unanswered_line(claim.custom_id, exc.code, exc.message)
-            return RequestResult(claim.batch_id, claim.line, RequestState.FAILED, line)
+            reason = NO_ANSWER.get(type(exc), "error")
+            observed.sent(reason, time.perf_counter() - started)
+            return self._unanswered(claim, exc, reason)
+        finally:
+            self._metrics.sending -= 1
+        observed.sent(response.status, time.perf_counter() - started)
+        return self._answered(claim, response, observed)
+
+    def _unanswered(self, claim: ClaimedRequest, exc: UpstreamError, reason: str) -> RequestResult:
+        self.breaker.failed()
+        refund = isinstance(exc, UpstreamUnreachable) and self.breaker.is_open
+        if refund or self._retry.may_retry(claim.attempts):
+            self._metrics.retried(reason)
+            return self._again(claim, self._retry.backoff(claim.attempts), refund)
+        line = unanswered_line(claim.custom_id, exc.code, exc.message)
+        return RequestResult(claim.batch_id, claim.line, RequestState.FAILED, line)
+
+    def _answered(
+        self, claim: ClaimedRequest, response: UpstreamResponse, observed: ModelMetrics
+    ) -> RequestResult:
         if response.status in RETRYABLE_STATUSES:
             pause = retry_after(response.headers, self._clock.now())
             if response.status in UPSTREAM_FAULT_STATUSES:
@@ -277,6 +317,7 @@ class Dispatcher:
             else:
                 self.breaker.succeeded()  # it answered: whatever 408/409 mean, it is up
             if self._retry.may_retry(claim.attempts):
+                self._metrics.retried(str(response.status))
                 delay = max(pause or 0.0, self._retry.backoff(claim.attempts))
                 return self._again(claim, delay, refund=False)
         else:
@@ -284,6 +325,8 @@ class Dispatcher:
         state, line, usage = answered_line(
             claim.custom_id, response.status, response.request_id, response.body
         )
+        if usage is not None:
+            observed.used(usage)
         return RequestResult(claim.batch_id, claim.line, state, line, usage)
 
     def _again(self, claim: ClaimedRequest, delay: float, refund: bool) -> RequestResult:

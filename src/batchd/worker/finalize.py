@@ -6,7 +6,10 @@ Every step can be redone: a worker that dies part-way leaves the batch to the ne
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 from batchd import ids
+from batchd.batches import log_status
 from batchd.blobstore import BlobStore, BlobWriter
 from batchd.models import OUTPUT_PURPOSE, Batch, BatchStatus, RequestState, StoredFile
 from batchd.result_lines import skipped_line
@@ -29,6 +32,7 @@ class Finalizer:
         target = await self._target(batch)
         if target is BatchStatus.COMPLETED and batch.status is BatchStatus.IN_PROGRESS:
             await self._store.enter_finalizing(batch.id, owner, now)
+            log_status(replace(batch, status=BatchStatus.FINALIZING, finalizing_at=now))
         if target in _SKIP_STATE:
             await self._store.skip_unfinished(batch.id, owner, _SKIP_STATE[target])
         output, error = await self._write_files(batch, now)

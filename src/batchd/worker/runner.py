@@ -7,12 +7,15 @@ import asyncio
 import contextlib
 import logging
 from collections.abc import Awaitable, Callable
+from dataclasses import replace
 
 from batchd import ids
+from batchd.batches import log_status
 from batchd.blobstore import BlobStore
 from batchd.clock import Clock, SystemClock
 from batchd.files import purge_expired
-from batchd.models import Batch
+from batchd.metrics import Metrics, MetricsServer
+from batchd.models import TERMINAL, Batch, BatchStatus
 from batchd.settings import Settings
 from batchd.store import SqlStore
 from batchd.upstreams import UpstreamRouter
@@ -34,8 +37,10 @@ class Worker:
         blobs: BlobStore,
         router: UpstreamRouter,
         clock: Clock | None = None,
+        metrics: Metrics | None = None,
     ) -> None:
         self.id = ids.worker_id()
+        self.metrics = metrics or Metrics()
         self._settings = settings
         self._store = store
         self._blobs = blobs
@@ -68,9 +73,15 @@ class Worker:
                     max_cooldown=settings.breaker_max_cooldown,
                     clock=self._clock,
                 ),
+                metrics=self.metrics.upstream(upstream.name),
             )
             for upstream in router.upstreams
         ]
+        self._metrics_server = (
+            MetricsServer(self.metrics, store, settings.host, settings.metrics_port)
+            if settings.metrics_port is not None
+            else None
+        )
 
     def notify(self) -> None:
         """A batch was created or cancelled in this process: react now, not at the next poll."""
@@ -80,6 +91,8 @@ class Worker:
             dispatcher.wake()
 
     async def start(self) -> None:
+        if self._metrics_server is not None:
+            await self._metrics_server.start()
         log.info("worker_started", extra={"worker": self.id})
         self._committer_task = asyncio.create_task(self.committer.run())
         self._tasks = [
@@ -107,6 +120,8 @@ class Worker:
         for task in [*self._tasks, self._committer_task]:
             with contextlib.suppress(asyncio.CancelledError):
                 await task
+        if self._metrics_server is not None:
+            await self._metrics_server.stop()
         log.info("worker_stopped", extra={"worker": self.id})
 
     async def _phase_loop(self, step: Callable[[], Awaitable[bool]], wake: asyncio.Event) -> None:
@@ -131,6 +146,7 @@ class Worker:
         if batch is None:
             return False
         await self._hold(batch, self._ingest.run)
+        await self._log_validated(batch.id)
         for dispatcher in self.dispatchers:
             dispatcher.wake()
         return True
@@ -142,7 +158,21 @@ class Worker:
         if batch is None:
             return False
         await self._hold(batch, self._finalizer.run)
+        done = await self._store.get_batch(batch.id)
+        if done is not None and done.status in TERMINAL:
+            log_status(done)
         return True
+
+    async def _log_validated(self, batch_id: str) -> None:
+        """Log how validation ended, read back from the store: the batch may have moved on since
+        (a cancel), so its timestamps, not its status, say whether it started."""
+        batch = await self._store.get_batch(batch_id)
+        if batch is None:
+            return
+        if batch.in_progress_at is not None:
+            log_status(replace(batch, status=BatchStatus.IN_PROGRESS))
+        elif batch.status in (BatchStatus.FAILED, BatchStatus.CANCELLED):
+            log_status(batch)
 
     async def _hold(
         self, batch: Batch, phase: Callable[[Batch, str, int], Awaitable[object]]
@@ -151,7 +181,6 @@ class Worker:
         self._held.add(batch.id)
         try:
             await phase(batch, self.id, int(self._clock.now()))
-            log.info("batch_phase_done", extra={"batch_id": batch.id, "project": batch.project})
         finally:
             self._held.discard(batch.id)
 
