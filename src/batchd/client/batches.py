@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import functools
 from collections.abc import Callable
 from pathlib import Path
@@ -104,7 +105,9 @@ def _create(
             input_file_id=str(file["id"]), endpoint=endpoint, window=window, metadata=metadata
         )
     except ClientError:
-        api.delete_file(str(file["id"]))  # nothing will use it; its id was never shown
+        # Nothing will use the upload (its id was never shown); the create error is the news.
+        with contextlib.suppress(ClientError):
+            api.delete_file(str(file["id"]))
         raise
 
 

@@ -4,6 +4,8 @@ and the one place that turns a ``ClientError`` into a message and an exit code."
 from __future__ import annotations
 
 import functools
+import os
+import sys
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -65,3 +67,6 @@ def guarded(output: Output, body: Callable[[], int]) -> int:
     except KeyboardInterrupt:
         output.note("interrupted")
         return ExitCode.INTERRUPTED
+    except BrokenPipeError:  # stdout closed early, as by `| head`: not an error
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return ExitCode.OK
