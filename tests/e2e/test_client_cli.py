@@ -424,6 +424,9 @@ def test_a_refused_connection_names_the_base_url_and_exits_3(tmp_path: Path) -> 
     done = Cli(base_url, tmp_path).run("ls")
     assert done.returncode == 3 and no_traceback(done)
     assert f"Cannot reach the server at {base_url}: connection refused." in done.stderr
+    document = Cli(base_url, tmp_path).json("status", "batch_x", code=3)
+    assert document["error"]["type"] == "connection_error"
+    assert base_url in document["error"]["message"]
 
 
 def test_base_url_and_api_key_flags_override_the_environment(

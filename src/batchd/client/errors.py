@@ -23,11 +23,12 @@ class ClientError(BatchdError):
     """The command failed."""
 
     exit_code = ExitCode.ERROR
-    label = "error"
+    label = "error"  # how the message starts on stderr
+    kind = "client_error"  # the ``type`` of its ``--json`` error object
 
     def details(self) -> dict[str, Any]:
         """The error as an OpenAI-style error object, for ``--json``."""
-        return {"message": self.message, "type": "client_error", "param": None, "code": None}
+        return {"message": self.message, "type": self.kind, "param": None, "code": None}
 
 
 class ServerError(ClientError):
@@ -58,17 +59,17 @@ class Unreachable(ClientError):
     """The server could not be reached."""
 
     exit_code = ExitCode.UNREACHABLE
+    kind = "connection_error"
 
     def __init__(self, base_url: str, reason: str) -> None:
         super().__init__(f"Cannot reach the server at {base_url}: {reason}.")
         self.base_url = base_url
 
-    def details(self) -> dict[str, Any]:
-        return {**super().details(), "type": "connection_error"}
-
 
 class LocalFileError(ClientError):
     """A local file could not be read or written."""
+
+    kind = "local_file_error"
 
     @classmethod
     def of(cls, verb: str, path: object, exc: OSError) -> LocalFileError:
@@ -79,6 +80,7 @@ class NotFinished(ClientError):
     """The batch has not finished; it has no results yet."""
 
     exit_code = ExitCode.NOT_FINISHED
+    kind = "not_finished"
 
     def __init__(self, batch_id: str, status: str) -> None:
         super().__init__(f"Batch {batch_id} is {status}; it has no results until it finishes.")
@@ -89,6 +91,7 @@ class Detached(ClientError):
 
     exit_code = ExitCode.INTERRUPTED
     label = "stopped"
+    kind = "interrupted"
 
     def __init__(self, batch_id: str) -> None:
         super().__init__(

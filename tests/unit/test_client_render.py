@@ -1,0 +1,75 @@
+"""What the client shows people: the progress bar, the batch panel, error lines."""
+
+from __future__ import annotations
+
+import io
+from typing import Any
+
+from rich.console import Console
+
+from batchd.client.errors import ServerError
+from batchd.client.output import Output
+from batchd.client.progress import ChangeLines, LiveBar, display_for
+from batchd.client.render import batch_panel
+
+
+def terminal() -> tuple[Console, io.StringIO]:
+    sink = io.StringIO()
+    return Console(file=sink, force_terminal=True, width=120, color_system=None), sink
+
+
+def batch(status: str, completed: int = 0, failed: int = 0, total: int = 0, **extra: Any) -> Any:
+    counts = {"completed": completed, "failed": failed, "total": total}
+    return {"id": "batch_1", "status": status, "request_counts": counts, **extra}
+
+
+def test_a_terminal_gets_a_live_bar_with_counts_and_failures() -> None:
+    """On a terminal: the status, done of total, and the failures."""
+    console, sink = terminal()
+    display = display_for(console)
+    assert isinstance(display, LiveBar)
+    with display:
+        display.update(batch("in_progress", completed=38, failed=2, total=100))
+    shown = sink.getvalue()
+    assert "in_progress" in shown and "40/100" in shown and "2 failed" in shown
+    assert "req/s" in shown and "ETA" in shown
+
+
+def test_elsewhere_a_line_is_printed_only_when_something_changed() -> None:
+    """Off a terminal: one plain line per change, none for a poll that saw nothing new."""
+    sink = io.StringIO()
+    display = display_for(Console(file=sink, width=120))
+    assert isinstance(display, ChangeLines)
+    with display:
+        for seen in [
+            batch("validating"),
+            batch("in_progress", 1, 0, 4),
+            batch("in_progress", 1, 0, 4),
+            batch("completed", 3, 1, 4),
+        ]:
+            display.update(seen)
+    assert sink.getvalue().splitlines() == [
+        "batch_1 validating: 0/0 done, 0 failed",
+        "batch_1 in_progress: 1/4 done, 0 failed",
+        "batch_1 completed: 4/4 done, 1 failed",
+    ]
+
+
+def test_the_panel_of_a_failed_batch_lists_its_problems_by_line() -> None:
+    """A batch that failed validation shows each error with its line number."""
+    console, sink = terminal()
+    errors = {"data": [{"code": "invalid_json_line", "message": "Bad [json]", "line": 7}]}
+    console.print(batch_panel(batch("failed", errors=errors, endpoint="/v1/embeddings")))
+    shown = sink.getvalue()
+    assert "failed" in shown and "invalid_json_line" in shown and "Bad [json]" in shown
+    assert "7" in shown and "/v1/embeddings" in shown
+
+
+def test_server_errors_show_message_status_and_code(capsys: Any) -> None:
+    """The message, then the HTTP status, type, code and request id, on stderr."""
+    error = ServerError(429, "Slow down [now]", type="rate_limit_error", request_id="req_9")
+    Output(as_json=False).error(error)
+    captured = capsys.readouterr()
+    assert captured.out == ""
+    assert "error: Slow down [now]" in captured.err
+    assert "HTTP 429 · type rate_limit_error · request req_9" in captured.err
