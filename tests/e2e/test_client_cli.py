@@ -150,9 +150,9 @@ def test_submit_wait_json_prints_the_finished_batch_and_the_downloaded_paths(
     assert set(document) == {"batch", "downloaded"}
     batch = document["batch"]
     assert batch["status"] == "completed" and batch["request_counts"]["completed"] == 5
-    output = tmp_path.resolve() / f"{batch['id']}_output.jsonl"
-    assert document["downloaded"] == {"output": str(output), "errors": None}
-    assert len(jsonl(document["downloaded"]["output"])) == 5
+    output = f"{batch['id']}_output.jsonl"  # in the current directory by default
+    assert document["downloaded"] == {"output": output, "errors": None}
+    assert len(jsonl(tmp_path / output)) == 5
 
 
 def test_submit_wait_of_an_invalid_file_exits_5_and_shows_the_bad_lines(
@@ -185,8 +185,8 @@ def test_submit_wait_of_a_batch_that_expires_exits_6_with_the_finished_results(
         code=6,
     )
     assert document["batch"]["status"] == "expired"
-    assert custom_ids(document["downloaded"]["output"]) == {"req-0", "req-1", "req-2"}
-    expired = jsonl(document["downloaded"]["errors"])
+    assert custom_ids(tmp_path / document["downloaded"]["output"]) == {"req-0", "req-1", "req-2"}
+    expired = jsonl(tmp_path / document["downloaded"]["errors"])
     assert {line["error"]["code"] for line in expired} == {"batch_expired"}
 
 

@@ -127,7 +127,7 @@ def _follow_and_fetch(
     follower = Follower(session.api, batch, poll_interval, lambda: display_for(err))
     policy = interrupt_policy(OnInterrupt(on_interrupt), session.output.json)
     finished = follow(follower, policy, session.output.note)
-    return _fetch(session, finished, output or Path.cwd())
+    return _fetch(session, finished, output or Path())
 
 
 def _fetch(session: Session, batch: Json, directory: Path) -> int:
