@@ -86,7 +86,7 @@ class Metrics:
         )
         self.lines_waiting = Gauge(
             "batchd_lines_waiting",
-            "Request lines pending in the store: not yet sent, or waiting to be retried.",
+            "Lines of running batches neither finished nor claimed: waiting to be sent or retried.",
             registry=registry,
         )
 

@@ -7,7 +7,7 @@ from prometheus_client.exposition import generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 
 from batchd.metrics import MAX_MODELS_PER_UPSTREAM, OTHER_MODEL, Metrics
-from batchd.models import BatchStatus, Usage
+from batchd.models import BatchStatus, RequestResult, RequestState, Usage
 from batchd.store import SqlStore
 from tests.contract.test_store import indexed_lines, make_batch
 
@@ -89,7 +89,8 @@ def test_children_are_resolved_once_per_model() -> None:
 
 @pytest.mark.anyio
 async def test_scrape_reads_batches_by_status_and_lines_waiting(store: SqlStore) -> None:
-    """Every status is reported (0 when none); lines waiting are the pending rows."""
+    """Every status is reported (0 when none); lines waiting are the running batches' lines
+    that are neither finished nor claimed."""
     running = await make_batch(store)
     await make_batch(store)
     await store.add_requests(running.id, indexed_lines(5))
@@ -103,7 +104,16 @@ async def test_scrape_reads_batches_by_status_and_lines_waiting(store: SqlStore)
     assert set(by_status) == {s.value for s in BatchStatus}
     assert by_status["validating"] == 1 and by_status["in_progress"] == 1
     assert sum(by_status.values()) == 2
-    assert sample(got, "batchd_lines_waiting") == 3
+    assert sample(got, "batchd_lines_waiting") == 3  # five less the two claimed
+    await store.record_results(
+        owner,
+        [
+            RequestResult(running.id, 1, RequestState.SUCCEEDED, b"{}"),
+            RequestResult(running.id, 2, RequestState.PENDING, retry_at=5),
+        ],
+    )
+    got = samples_of(await Metrics().scrape(store))
+    assert sample(got, "batchd_lines_waiting") == 4  # the retry waits again; the answer does not
 
 
 @pytest.mark.anyio

@@ -506,13 +506,19 @@ class SqlStore:
     # -- observability -----------------------------------------------------------------------
 
     async def batch_and_line_counts(self) -> tuple[dict[BatchStatus, int], int]:
-        """Batches by status, and lines pending (to send or to retry): one grouped query each,
-        both answered from indexes."""
+        """Batches by status, and the lines of running batches still pending (to send or to
+        retry).
+
+        Counting pending rows would read every one (180 ms on the loop for 500,000 on SQLite);
+        instead, a running batch's unfinished lines are its total less its counters, and the
+        running rows (a few per slot) are taken off."""
         async with self.db.reader() as conn:
             batches = await conn.fetch("SELECT status, count(*) AS n FROM batches GROUP BY status")
             pending = await conn.fetch(
-                f"SELECT count(*) AS n FROM requests {self.db.use_index('requests_pending')} "
-                "WHERE state = 'pending'"
+                "SELECT (SELECT coalesce(sum(total - completed - failed), 0) FROM batches"
+                "  WHERE status IN ('in_progress', 'cancelling'))"
+                f" - (SELECT count(*) FROM requests {self.db.use_index('requests_running')}"
+                "  WHERE state = 'running') AS n"
             )
         return {BatchStatus(r["status"]): int(r["n"]) for r in batches}, int(pending[0]["n"])
 
