@@ -17,9 +17,11 @@ import orjson
 LogFormat = Literal["auto", "json", "text"]
 
 _RECORD_FIELDS = frozenset(
-    logging.LogRecord("", 0, "", 0, None, None, None).__dict__.keys() | {"message", "asctime"}
+    logging.LogRecord("", 0, "", 0, None, None, None).__dict__.keys()
+    | {"message", "asctime", "color_message"}
 )
-"""Attributes every LogRecord has: anything else on a record came from ``extra``."""
+"""Attributes every LogRecord has (and uvicorn's coloured copy of the message): anything else on
+a record came from ``extra``."""
 
 
 def fields_of(record: logging.LogRecord) -> dict[str, Any]:

@@ -49,6 +49,11 @@ def test_json_line_carries_the_traceback_and_odd_values_as_text() -> None:
     assert entry["path"] == "/x"
 
 
+def test_uvicorn_coloured_copy_of_the_message_is_left_out() -> None:
+    entry = json.loads(JsonFormatter().format(record("Started", color_message="\x1b[36mStarted")))
+    assert "color_message" not in entry
+
+
 def test_json_message_arguments_are_applied() -> None:
     made = logging.LogRecord("batchd", logging.WARNING, __file__, 1, "took %d s", (3,), None)
     assert json.loads(JsonFormatter().format(made))["event"] == "took 3 s"
