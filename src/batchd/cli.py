@@ -93,13 +93,14 @@ def serve(
         run_worker=False if no_worker else None,
         **flags,
     )
-    configure_logging(settings.log_level)
+    configure_logging(settings.log_level, settings.log_format)
     uvicorn.run(
         create_app(settings),
         host=settings.host,
         port=settings.port,
         log_level=settings.log_level.lower(),
         access_log=False,
+        log_config=None,  # uvicorn's own lines go through batchd's handler and format
         timeout_graceful_shutdown=15,
     )
 
@@ -109,7 +110,7 @@ def serve(
 def worker(config: Path | None, completion_windows: str | None, **flags: Any) -> None:
     """Run batches without serving the API."""
     settings = _settings(config, completion_windows=_windows(completion_windows), **flags)
-    configure_logging(settings.log_level)
+    configure_logging(settings.log_level, settings.log_format)
     asyncio.run(_run_worker(settings))
 
 

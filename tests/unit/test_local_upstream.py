@@ -7,6 +7,7 @@ import asyncio
 import base64
 import threading
 from collections.abc import AsyncIterator
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -196,13 +197,17 @@ async def test_other_endpoints_get_a_404(upstream: LocalUpstream) -> None:
     [
         ("local", {"all-MiniLM-L6-v2", "sentence-transformers/all-MiniLM-L6-v2"}),
         ("text-embedding-3-small@local", {"text-embedding-3-small"}),
-        ("local:/models/bge-small-en", {"bge-small-en"}),
+        ("local:{models}/bge-small-en", {"bge-small-en"}),
     ],
 )
 def test_local_upstreams_answer_to_the_packaged_model_the_folder_or_the_names_given(
-    flag: str, models: set[str]
+    flag: str, models: set[str], tmp_path: Path
 ) -> None:
-    (upstream,) = build_upstreams(Settings(upstreams=[flag], local_batch_size=16)).upstreams
+    (tmp_path / "bge-small-en").mkdir()
+    (tmp_path / "bge-small-en" / "modules.json").write_text("[]")
+    settings = Settings(upstreams=[flag.format(models=tmp_path)], local_batch_size=16)
+
+    (upstream,) = build_upstreams(settings).upstreams
 
     assert isinstance(upstream, LocalUpstream)
     assert upstream.models == models

@@ -208,3 +208,16 @@ def test_window_seconds() -> None:
     assert settings.window_seconds("30m") == 1800
     assert settings.window_seconds("1h") is None
     assert settings.window_seconds("48h") is None
+
+
+def test_a_local_model_path_that_is_not_a_model_is_refused_at_start(tmp_path: Path) -> None:
+    with pytest.raises(ConfigurationError, match="is not a sentence-transformers model directory"):
+        load_settings(upstreams=[f"local:{tmp_path}"])
+
+
+def test_a_local_model_directory_is_accepted(tmp_path: Path) -> None:
+    (tmp_path / "modules.json").write_text("[]")
+
+    settings = load_settings(upstreams=[f"mini@local:{tmp_path}"])
+
+    assert settings.upstreams[0].local_model_path == str(tmp_path)

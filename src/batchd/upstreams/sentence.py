@@ -49,13 +49,9 @@ class SentenceEmbedder:
             import transformers
             from sentence_transformers import SentenceTransformer
         except ImportError as exc:
-            raise ConfigurationError(
-                f"The local upstream needs sentence-transformers: {INSTALL_HINT}"
-            ) from exc
+            raise ConfigurationError(f"The local upstream needs: {INSTALL_HINT}") from exc
         transformers.utils.logging.disable_progress_bar()
         directory = Path(path) if path else _packaged_model_dir()
-        if not (directory / "modules.json").is_file() and not (directory / "config.json").is_file():
-            raise ConfigurationError(f"{directory} is not a sentence-transformers model directory.")
         return cls(SentenceTransformer(str(directory), device=_device()), batch_size)
 
     def embed(self, texts: list[str]) -> Embeddings:
