@@ -9,7 +9,6 @@ import logging
 import time
 from collections import OrderedDict, deque
 from collections.abc import Awaitable
-from dataclasses import dataclass
 from urllib.parse import quote
 
 import orjson
@@ -54,13 +53,24 @@ NO_ANSWER: dict[type[UpstreamError], str] = {
 """The ``status`` a request counts under in the metrics when no HTTP answer came."""
 
 
-@dataclass(frozen=True)
 class Job:
-    claim: ClaimedRequest
-    endpoint: str
-    model: str
-    body: bytes | None  # None: the line could not be read back
-    leased_until: float
+    """A claimed line ready to send. A plain class with slots: one is made per request."""
+
+    __slots__ = ("body", "claim", "endpoint", "leased_until", "observed")
+
+    def __init__(
+        self,
+        claim: ClaimedRequest,
+        endpoint: str,
+        observed: ModelMetrics,
+        body: bytes | None,  # None: the line could not be read back
+        leased_until: float,
+    ) -> None:
+        self.claim = claim
+        self.endpoint = endpoint
+        self.observed = observed
+        self.body = body
+        self.leased_until = leased_until
 
 
 class Dispatcher:
@@ -244,9 +254,9 @@ class Dispatcher:
             bodies = [_body_of(raw) for raw in raw_lines]
         except BlobNotFound:
             bodies = [None] * len(claims)
-        model = batch.model or ""
+        observed = self._metrics.model(batch.model or "")
         return [
-            Job(c, batch.endpoint, model, body, until)
+            Job(c, batch.endpoint, observed, body, until)
             for c, body in zip(claims, bodies, strict=True)
         ]
 
@@ -267,8 +277,9 @@ class Dispatcher:
 
     async def _execute(self, job: Job) -> None:
         try:
-            result = await self._send(job)
-            await self._committer.add(result)
+            self._committer.add(await self._send(job))
+            if self._committer.backlogged:
+                await self._committer.room()
         finally:
             self._slots.release()
 
@@ -284,7 +295,7 @@ class Dispatcher:
             "x-batchd-batch-id": claim.batch_id,
             "x-batchd-custom-id": quote(claim.custom_id, safe=""),
         }
-        observed = self._metrics.model(job.model)
+        observed = job.observed
         self._metrics.sending += 1
         started = time.perf_counter()
         try:
