@@ -45,6 +45,14 @@ class Database(ABC):
         engine's planner needs steering (SQLite's would scan every finished row of a batch)."""
         return ""
 
+    def any_of(self, param: str) -> str:
+        """``IN`` the array of integers passed as ``param`` (made by ``int_array``)."""
+        return f"= ANY({param})"
+
+    def int_array(self, values: list[int]) -> Any:
+        """A list of integers as one parameter: one statement text whatever the length."""
+        return values
+
     @abstractmethod
     async def open(self) -> None:
         """Connect."""

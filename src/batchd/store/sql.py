@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from collections import defaultdict
 from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -193,6 +192,11 @@ class SqlStore:
     async def _claim_batch(
         self, condition: str, owner: str, now: float, until: float
     ) -> Batch | None:
+        # Looked for first without the write lock: the finalizer asks after every group commit,
+        # and nearly always there is nothing to claim.
+        async with self.db.reader() as conn:
+            if not await conn.fetch(f"SELECT 1 FROM batches WHERE {condition} LIMIT 1", now):
+                return None
         async with self.db.transaction() as conn:
             rows = await conn.fetch(
                 f"SELECT id FROM batches WHERE {condition} ORDER BY seq LIMIT 1 "
@@ -349,9 +353,9 @@ class SqlStore:
         A result counts only while its worker still holds the line's lease, so a line that was
         reclaimed (or marked expired or cancelled) meanwhile is never counted twice.
         """
-        by_batch: dict[str, list[RequestResult]] = defaultdict(list)
-        for result in sorted(results, key=lambda r: (r.batch_id, r.line)):
-            by_batch[result.batch_id].append(result)
+        by_batch: dict[str, list[RequestResult]] = {}
+        for result in sorted(results, key=_batch_and_line):
+            by_batch.setdefault(result.batch_id, []).append(result)
         async with self.db.transaction(durable=False) as conn:
             # Rows are locked in (batch, line) order everywhere, so writers cannot deadlock.
             for batch_id, batch_results in by_batch.items():
@@ -360,50 +364,55 @@ class SqlStore:
     async def _record_batch_results(
         self, conn: Connection, owner: str, batch_id: str, results: list[RequestResult]
     ) -> None:
-        owned: set[int] = set()
-        for chunk in _chunks([r.line for r in results]):
-            rows = await conn.fetch(
-                "SELECT line FROM requests WHERE batch_id = $1 AND lease_owner = $2 "
-                f"AND state = 'running' AND line IN ({_placeholders(3, len(chunk))}) "
-                f"ORDER BY line {self.db.for_update}",
-                batch_id,
-                owner,
-                *chunk,
-            )
-            owned.update(r["line"] for r in rows)
-        retries = [r for r in results if r.line in owned and r.state is RequestState.PENDING]
-        applied = [r for r in results if r.line in owned and r.state is not RequestState.PENDING]
+        # One statement text whatever the group's size, so it is prepared once.
+        rows = await conn.fetch(
+            "SELECT line FROM requests WHERE batch_id = $1 AND lease_owner = $2 "
+            f"AND state = 'running' AND line {self.db.any_of('$3')} "
+            f"ORDER BY line {self.db.for_update}",
+            batch_id,
+            owner,
+            self.db.int_array([r.line for r in results]),
+        )
+        owned = {r["line"] for r in rows}
+        retries: list[tuple[Any, ...]] = []
+        applied: list[tuple[Any, ...]] = []
+        succeeded = failed = 0
+        tokens = [0, 0, 0, 0, 0]
+        for r in results:
+            if r.line not in owned:
+                continue
+            if r.state is RequestState.PENDING:
+                retries.append((r.retry_at, int(r.refund_attempt), batch_id, r.line))
+                continue
+            applied.append((r.state.value, r.output_line, batch_id, r.line))
+            if r.state is RequestState.SUCCEEDED:
+                succeeded += 1
+            else:
+                failed += 1
+            if r.usage is not None:
+                _add_usage(tokens, r.usage)
         if retries:
             await conn.executemany(
                 "UPDATE requests SET state = 'pending', not_before = $1, "
                 "attempts = attempts - $2, lease_owner = NULL, lease_until = NULL "
                 "WHERE batch_id = $3 AND line = $4",
-                [(r.retry_at, int(r.refund_attempt), batch_id, r.line) for r in retries],
+                retries,
             )
         if not applied:
             return
         await conn.executemany(
             "UPDATE requests SET state = $1, result = $2, lease_owner = NULL, lease_until = NULL "
             "WHERE batch_id = $3 AND line = $4",
-            [(r.state.value, r.output_line, batch_id, r.line) for r in applied],
+            applied,
         )
-        usage = Usage()
-        for r in applied:
-            if r.usage is not None:
-                usage.add(r.usage)
-        succeeded = sum(1 for r in applied if r.state is RequestState.SUCCEEDED)
         await conn.execute(
             "UPDATE batches SET completed = completed + $1, failed = failed + $2, "
             "input_tokens = input_tokens + $3, cached_tokens = cached_tokens + $4, "
             "output_tokens = output_tokens + $5, reasoning_tokens = reasoning_tokens + $6, "
             "total_tokens = total_tokens + $7 WHERE id = $8",
             succeeded,
-            len(applied) - succeeded,
-            usage.input_tokens,
-            usage.cached_tokens,
-            usage.output_tokens,
-            usage.reasoning_tokens,
-            usage.total_tokens,
+            failed,
+            *tokens,
             batch_id,
         )
 
@@ -530,6 +539,18 @@ def _statuses(statuses: frozenset[BatchStatus]) -> str:
 
 def _placeholders(first: int, count: int) -> str:
     return ", ".join(f"${i}" for i in range(first, first + count))
+
+
+def _batch_and_line(result: RequestResult) -> tuple[str, int]:
+    return result.batch_id, result.line
+
+
+def _add_usage(tokens: list[int], usage: Usage) -> None:
+    tokens[0] += usage.input_tokens
+    tokens[1] += usage.cached_tokens
+    tokens[2] += usage.output_tokens
+    tokens[3] += usage.reasoning_tokens
+    tokens[4] += usage.total_tokens
 
 
 def _chunks(values: Sequence[int]) -> list[Sequence[int]]:
