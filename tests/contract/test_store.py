@@ -502,6 +502,38 @@ async def test_record_results_counts_and_sums_usage(store: SqlStore) -> None:
     assert after.usage == Usage(17, 2, 8, 1, 25)
 
 
+async def test_record_results_of_a_large_group_mixed_with_retries(store: SqlStore) -> None:
+    """A group of over a thousand results, some to retry and some from lines not held, is
+    committed whole: each line ends in its own state with its own output."""
+    batch = await make_running_batch(store, lines=1500)
+    await store.claim_requests(batch.id, "w", 1400, NOW, NOW + LEASE)  # 1401.. are not held
+    retry = RequestResult(batch.id, 7, RequestState.PENDING, retry_at=NOW + 5)
+    states = {
+        n: RequestState.FAILED if n % 10 == 0 else RequestState.SUCCEEDED for n in range(1, 1501)
+    }
+    await store.record_results(
+        "w",
+        [
+            retry,
+            *(
+                result(batch.id, n, state, Usage(1, 0, 1, 0, 2))
+                for n, state in states.items()
+                if n != 7
+            ),
+        ],
+    )
+    after = await fetch(store, batch.id)
+    held = [n for n in range(1, 1401) if n != 7]
+    assert after.failed == sum(1 for n in held if n % 10 == 0)
+    assert after.completed == len(held) - after.failed
+    assert after.usage == Usage(len(held), 0, len(held), 0, 2 * len(held))
+    lines = {row.line: row async for row in store.finished_lines(batch.id)}
+    assert lines[1].state is RequestState.SUCCEEDED and lines[1].result == b'{"line":1}'
+    assert lines[10].state is RequestState.FAILED and lines[10].result == b'{"line":10}'
+    assert lines[7].state is RequestState.PENDING and lines[7].result is None
+    assert lines[1401].state is RequestState.PENDING and lines[1401].result is None
+
+
 async def test_record_results_across_batches(store: SqlStore) -> None:
     """One commit may carry results of several batches; each gets its own counts."""
     one = await make_running_batch(store, lines=1)

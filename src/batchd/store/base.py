@@ -39,6 +39,8 @@ class Database(ABC):
     dialect: str
     skip_locked: str = ""
     for_update: str = ""
+    has_arrays: bool = False
+    """Whether statements take arrays (``unnest``) in place of ``executemany``."""
 
     def use_index(self, name: str) -> str:
         """A clause after a table name that steers the planner to a partial index, where the

@@ -48,6 +48,7 @@ class PostgresDatabase(Database):
     dialect = "postgres"
     skip_locked = "FOR UPDATE SKIP LOCKED"
     for_update = "FOR UPDATE"
+    has_arrays = True
 
     def __init__(self, dsn: str, *, min_size: int = 2, max_size: int = 10) -> None:
         self._dsn = dsn

@@ -384,7 +384,7 @@ class SqlStore:
             if r.state is RequestState.PENDING:
                 retries.append((r.retry_at, int(r.refund_attempt), batch_id, r.line))
                 continue
-            applied.append((r.state.value, r.output_line, batch_id, r.line))
+            applied.append((r.state.value, r.output_line, r.line))
             if r.state is RequestState.SUCCEEDED:
                 succeeded += 1
             else:
@@ -400,11 +400,7 @@ class SqlStore:
             )
         if not applied:
             return
-        await conn.executemany(
-            "UPDATE requests SET state = $1, result = $2, lease_owner = NULL, lease_until = NULL "
-            "WHERE batch_id = $3 AND line = $4",
-            applied,
-        )
+        await self._apply_results(conn, batch_id, applied)
         await conn.execute(
             "UPDATE batches SET completed = completed + $1, failed = failed + $2, "
             "input_tokens = input_tokens + $3, cached_tokens = cached_tokens + $4, "
@@ -414,6 +410,29 @@ class SqlStore:
             failed,
             *tokens,
             batch_id,
+        )
+
+    async def _apply_results(
+        self, conn: Connection, batch_id: str, applied: list[tuple[str, bytes, int]]
+    ) -> None:
+        """Write ``(state, output line, line)`` into rows already locked in line order."""
+        if self.db.has_arrays:
+            # PostgreSQL: one statement over arrays, rather than a round of statements per row.
+            states, outputs, lines = zip(*applied, strict=True)
+            await conn.execute(
+                "UPDATE requests SET state = u.state, result = u.result, lease_owner = NULL, "
+                "lease_until = NULL FROM unnest($2::text[], $3::bytea[], $4::int[]) "
+                "AS u(state, result, line) WHERE requests.batch_id = $1 AND requests.line = u.line",
+                batch_id,
+                list(states),
+                list(outputs),
+                list(lines),
+            )
+            return
+        await conn.executemany(
+            "UPDATE requests SET state = $1, result = $2, lease_owner = NULL, lease_until = NULL "
+            "WHERE batch_id = $4 AND line = $3",
+            [(*row, batch_id) for row in applied],
         )
 
     # -- the worker: finalizing ----------------------------------------------------------------
