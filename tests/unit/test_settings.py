@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import importlib.util
 import os
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -221,3 +223,17 @@ def test_a_local_model_directory_is_accepted(tmp_path: Path) -> None:
     settings = load_settings(upstreams=[f"mini@local:{tmp_path}"])
 
     assert settings.upstreams[0].local_model_path == str(tmp_path)
+
+
+def test_a_local_upstream_without_batchd_local_installed_is_refused_at_start(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    real_find_spec = importlib.util.find_spec
+
+    def without_sentence_transformers(name: str, *args: Any) -> Any:
+        return None if name == "sentence_transformers" else real_find_spec(name, *args)
+
+    monkeypatch.setattr(importlib.util, "find_spec", without_sentence_transformers)
+
+    with pytest.raises(ConfigurationError, match=r"pip install 'batchd\[local\]'"):
+        load_settings(upstreams=["local"])
