@@ -22,7 +22,7 @@ from batchd.models import (
     StoredFile,
     Usage,
 )
-from batchd.store import SqlStore
+from batchd.store import SqlStore, open_store
 
 pytestmark = pytest.mark.anyio
 
@@ -441,6 +441,32 @@ async def test_claim_requests_never_shares_a_line(store: SqlStore) -> None:
     assert [c.line for c in first] == [1, 2, 3]
     assert [c.line for c in second] == [4, 5]
     assert await store.claim_requests(batch.id, "c", 3, NOW, NOW + LEASE) == []
+
+
+@pytest.mark.postgres
+async def test_a_claim_takes_its_limit_when_the_planner_has_not_seen_the_batch(
+    postgres_url: str,
+) -> None:
+    """A batch inserted since the table was last analyzed looks like one row to PostgreSQL's
+    planner; the claim must still lock and take only ``limit`` lines (it once took them all)."""
+    store = await open_store(postgres_url)
+    try:
+        async with store.db.transaction() as conn:
+            await conn.execute("ALTER TABLE requests SET (autovacuum_enabled = false)")
+            await conn.execute(
+                "INSERT INTO requests (batch_id, line, custom_id, byte_offset, byte_length, state)"
+                " SELECT 'finished', g, 'c' || g, 0, 1, 'succeeded'"
+                " FROM generate_series(1, 20000) AS g"
+            )
+        async with store.db.transaction() as conn:
+            await conn.execute("ANALYZE requests")
+        batch = await make_running_batch(store, lines=3000)
+
+        claims = await store.claim_requests(batch.id, "w", 100, NOW, NOW + LEASE)
+
+        assert [c.line for c in claims] == list(range(1, 101))
+    finally:
+        await store.close()
 
 
 async def test_release_requests(store: SqlStore) -> None:

@@ -47,6 +47,13 @@ class Database(ABC):
         engine's planner needs steering (SQLite's would scan every finished row of a batch)."""
         return ""
 
+    row_key: str = "line"
+    """The column a claim uses to name the rows its sub-select picked (within one batch)."""
+
+    def among(self, subquery: str) -> str:
+        """``IN`` the rows ``subquery`` selects, run once, however stale the planner's figures."""
+        return f"IN ({subquery})"
+
     def any_of(self, param: str) -> str:
         """``IN`` the array of integers passed as ``param`` (made by ``int_array``)."""
         return f"= ANY({param})"

@@ -49,6 +49,14 @@ class PostgresDatabase(Database):
     skip_locked = "FOR UPDATE SKIP LOCKED"
     for_update = "FOR UPDATE"
     has_arrays = True
+    # A claim's rows by physical address: a TID scan of the picked rows whatever the statistics.
+    # Keyed by line, a batch inserted since the last ANALYZE looked like one row, and the planner
+    # re-ran the locking sub-select once per row of the batch, claiming the whole batch at once.
+    # The address is stable here because the sub-select holds the rows locked.
+    row_key = "ctid"
+
+    def among(self, subquery: str) -> str:
+        return f"= ANY(ARRAY({subquery}))"
 
     def __init__(self, dsn: str, *, min_size: int = 2, max_size: int = 10) -> None:
         self._dsn = dsn

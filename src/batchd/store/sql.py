@@ -286,15 +286,18 @@ class SqlStore:
         self, batch_id: str, owner: str, limit: int, now: float, until: float
     ) -> list[ClaimedRequest]:
         """Lease up to ``limit`` pending lines in line order, skipping those waiting to retry."""
+        key = self.db.row_key
         async with self.db.transaction(durable=False) as conn:
             claimed = await conn.fetch(
                 "UPDATE requests SET state = 'running', lease_owner = $1, lease_until = $2, "
-                "attempts = attempts + 1 WHERE batch_id = $3 AND line IN ("
-                f" SELECT line FROM requests {self.db.use_index('requests_pending')}"
-                " WHERE batch_id = $3 AND state = 'pending'"
-                " AND (not_before IS NULL OR not_before <= $4)"
-                f" ORDER BY line LIMIT {int(limit)} {self.db.skip_locked}) "
-                "RETURNING line, custom_id, byte_offset, byte_length, attempts",
+                f"attempts = attempts + 1 WHERE batch_id = $3 AND {key} "
+                + self.db.among(
+                    f"SELECT {key} FROM requests {self.db.use_index('requests_pending')}"
+                    " WHERE batch_id = $3 AND state = 'pending'"
+                    " AND (not_before IS NULL OR not_before <= $4)"
+                    f" ORDER BY line LIMIT {int(limit)} {self.db.skip_locked}"
+                )
+                + " RETURNING line, custom_id, byte_offset, byte_length, attempts",
                 owner,
                 until,
                 batch_id,
