@@ -81,8 +81,10 @@ class Usage:
     total_tokens: int = 0
 
     def add(self, other: Usage) -> None:
-        for name in ("input_tokens", "cached_tokens", "output_tokens", "reasoning_tokens"):
-            setattr(self, name, getattr(self, name) + getattr(other, name))
+        self.input_tokens += other.input_tokens
+        self.cached_tokens += other.cached_tokens
+        self.output_tokens += other.output_tokens
+        self.reasoning_tokens += other.reasoning_tokens
         self.total_tokens += other.total_tokens
 
 

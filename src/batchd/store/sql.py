@@ -380,7 +380,7 @@ class SqlStore:
         retries: list[tuple[Any, ...]] = []
         applied: list[tuple[Any, ...]] = []
         succeeded = failed = 0
-        tokens = [0, 0, 0, 0, 0]
+        usage = Usage()
         for r in results:
             if r.line not in owned:
                 continue
@@ -393,7 +393,7 @@ class SqlStore:
             else:
                 failed += 1
             if r.usage is not None:
-                _add_usage(tokens, r.usage)
+                usage.add(r.usage)
         if retries:
             await conn.executemany(
                 "UPDATE requests SET state = 'pending', not_before = $1, "
@@ -411,7 +411,11 @@ class SqlStore:
             "total_tokens = total_tokens + $7 WHERE id = $8",
             succeeded,
             failed,
-            *tokens,
+            usage.input_tokens,
+            usage.cached_tokens,
+            usage.output_tokens,
+            usage.reasoning_tokens,
+            usage.total_tokens,
             batch_id,
         )
 
@@ -565,14 +569,6 @@ def _placeholders(first: int, count: int) -> str:
 
 def _batch_and_line(result: RequestResult) -> tuple[str, int]:
     return result.batch_id, result.line
-
-
-def _add_usage(tokens: list[int], usage: Usage) -> None:
-    tokens[0] += usage.input_tokens
-    tokens[1] += usage.cached_tokens
-    tokens[2] += usage.output_tokens
-    tokens[3] += usage.reasoning_tokens
-    tokens[4] += usage.total_tokens
 
 
 def _chunks(values: Sequence[int]) -> list[Sequence[int]]:
