@@ -132,8 +132,10 @@ def _follow_and_fetch(
 
 def _fetch(session: Session, batch: Json, directory: Path) -> int:
     downloaded = download_results(session.api, batch, directory)
-    session.output.document({"batch": batch, "downloaded": downloaded})
-    session.output.show(Group(render.batch_panel(batch), *_downloaded_lines(downloaded)))
+    session.output.result(
+        {"batch": batch, "downloaded": downloaded},
+        Group(render.batch_panel(batch), *_downloaded_lines(downloaded)),
+    )
     return OUTCOME[str(batch["status"])]
 
 
@@ -162,8 +164,7 @@ def results(session: Session, batch_id: str, output: Path) -> int:
 def status(session: Session, batch_id: str) -> int:
     """Show a batch."""
     batch = session.api.batch(batch_id)
-    session.output.document(batch)
-    session.output.show(render.batch_panel(batch))
+    session.output.result(batch, render.batch_panel(batch))
     return ExitCode.OK
 
 
@@ -173,8 +174,7 @@ def status(session: Session, batch_id: str) -> int:
 def cancel(session: Session, batch_id: str) -> int:
     """Cancel a batch: finished results are kept, the rest become batch_cancelled lines."""
     batch = session.api.cancel(batch_id)
-    session.output.document(batch)
-    session.output.show(Text.assemble(f"{batch_id}: ", render.status(batch)))
+    session.output.result(batch, Text.assemble(f"{batch_id}: ", render.status(batch)))
     return ExitCode.OK
 
 
@@ -187,8 +187,7 @@ def ls(session: Session, limit: int, after: str | None, every: bool) -> int:
     """List batches, newest first."""
     fetch = functools.partial(session.api.batches, limit=limit)
     page = every_page(fetch, after) if every else fetch(after=after)
-    session.output.document(page)
-    session.output.show(render.batch_table(page["data"]))
+    session.output.result(page, render.batch_table(page["data"]))
     hint = render.more_hint("batchd ls", page)
     if hint is not None:
         session.output.show(hint)

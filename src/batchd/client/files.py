@@ -39,8 +39,7 @@ def ls(
     """List files, newest first."""
     fetch = functools.partial(session.api.files, purpose=purpose, limit=limit, order=order)
     page = every_page(fetch, after) if every else fetch(after=after)
-    session.output.document(page)
-    session.output.show(render.file_table(page["data"]))
+    session.output.result(page, render.file_table(page["data"]))
     hint = render.more_hint("batchd files ls", page)
     if hint is not None:
         session.output.show(hint)
@@ -62,8 +61,7 @@ def get(session: Session, file_id: str, content: bool, output: Path | None) -> i
     if output is not None:
         file = session.api.file(file_id)
         save(session.api, file_id, output)
-        session.output.document(file)
-        session.output.show(render.file_panel(file))
+        session.output.result(file, render.file_panel(file))
         session.output.note(Text(f"saved to {output}"))
     elif content:
         if session.output.json:
@@ -71,8 +69,7 @@ def get(session: Session, file_id: str, content: bool, output: Path | None) -> i
         session.api.download(file_id, sys.stdout.buffer)
     else:
         file = session.api.file(file_id)
-        session.output.document(file)
-        session.output.show(render.file_panel(file))
+        session.output.result(file, render.file_panel(file))
     return ExitCode.OK
 
 
@@ -82,6 +79,5 @@ def get(session: Session, file_id: str, content: bool, output: Path | None) -> i
 def rm(session: Session, file_id: str) -> int:
     """Delete a file."""
     deleted = session.api.delete_file(file_id)
-    session.output.document(deleted)
-    session.output.show(Text(f"deleted {deleted.get('id', file_id)}"))
+    session.output.result(deleted, Text(f"deleted {deleted.get('id', file_id)}"))
     return ExitCode.OK

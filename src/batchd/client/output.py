@@ -39,6 +39,11 @@ class Output:
         if self.json:
             click.echo(json.dumps(document, indent=2))
 
+    def result(self, document: Any, readable: RenderableType) -> None:
+        """The command's result: ``document`` with ``--json``, ``readable`` otherwise."""
+        self.document(document)
+        self.show(readable)
+
     def note(self, text: str | Text) -> None:
         self.err.print(text)
 
