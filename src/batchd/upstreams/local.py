@@ -30,11 +30,12 @@ _JSON = {"content-type": "application/json"}
 
 
 class BadRequest(Exception):
-    def __init__(self, message: str, param: str | None = None, status: int = 400) -> None:
+    """A request the model cannot serve as asked: a 400 naming ``param``."""
+
+    def __init__(self, message: str, param: str | None = None) -> None:
         super().__init__(message)
         self.message = message
         self.param = param
-        self.status = status
 
 
 @dataclass
@@ -90,7 +91,7 @@ class LocalUpstream(Upstream):
         try:
             request = _EmbeddingsRequest.parse(body, self._dimensions)
         except BadRequest as exc:
-            return _error(exc.status, exc.message, exc.param)
+            return _error(400, exc.message, exc.param)
         job = _Job(request.texts, asyncio.get_running_loop().create_future())
         self._queue.put_nowait(job)
         try:
@@ -177,11 +178,11 @@ class _EmbeddingsRequest:
         return cls(model, _texts(request.get("input")), encoding_format)
 
     def response(self, embeddings: Embeddings) -> dict[str, Any]:
-        # A numpy row as is: orjson writes float32 values in their shortest form.
-        encode = _base64 if self.encoding_format == "base64" else _as_is
+        # A float vector stays a numpy row: orjson writes float32 values in their shortest form.
+        as_base64 = self.encoding_format == "base64"
         data = [
-            {"object": "embedding", "index": index, "embedding": encode(vector)}
-            for index, vector in enumerate(embeddings.vectors)
+            {"object": "embedding", "index": index, "embedding": _base64(v) if as_base64 else v}
+            for index, v in enumerate(embeddings.vectors)
         ]
         tokens = sum(embeddings.token_counts)
         return {
@@ -213,10 +214,6 @@ def _texts(given: object) -> list[str]:
     return texts
 
 
-def _as_is(vector: Any) -> Any:
-    return vector
-
-
 def _base64(vector: Any) -> str:
     """OpenAI's base64 form: the little-endian float32 bytes of the vector."""
     return base64.b64encode(vector.astype("<f4").tobytes()).decode("ascii")
@@ -231,6 +228,4 @@ def _error(
     status: int, message: str, param: str | None = None, kind: str = "invalid_request_error"
 ) -> UpstreamResponse:
     envelope = {"error": {"message": message, "type": kind, "param": param, "code": None}}
-    return UpstreamResponse(
-        status, orjson.dumps(envelope), None, {"content-type": "application/json"}
-    )
+    return UpstreamResponse(status, orjson.dumps(envelope), None, _JSON)
