@@ -117,9 +117,12 @@ class Batch:
     usage: Usage = field(default_factory=Usage)
 
 
-@dataclass(frozen=True)
+@dataclass(slots=True)
 class ClaimedRequest:
-    """An input line a worker holds a lease on, with where its bytes sit in the input blob."""
+    """An input line a worker holds a lease on, with where its bytes sit in the input blob.
+
+    ``span`` is the first line of the span of fresh lines it was claimed with, or None when it was
+    claimed alone, to try again. ``attempts`` counts this one."""
 
     batch_id: str
     line: int
@@ -127,9 +130,10 @@ class ClaimedRequest:
     offset: int
     length: int
     attempts: int
+    span: int | None
 
 
-@dataclass(frozen=True)
+@dataclass(slots=True)
 class IndexedLine:
     """A valid input line, as validation records it."""
 
@@ -139,15 +143,18 @@ class IndexedLine:
     length: int
 
 
-@dataclass(frozen=True)
+@dataclass(slots=True)
 class RequestResult:
     """A request's outcome: final (the output or error line to write, and what it used), or
-    ``PENDING`` to try again at ``retry_at``, giving the attempt back when the upstream was down."""
+    ``PENDING`` to try again at ``retry_at`` (None: as soon as any worker can) with ``attempts``
+    made so far. ``span`` is the claim's. Not frozen: one is made per request, and a frozen
+    dataclass's ``__init__`` costs several times more."""
 
     batch_id: str
     line: int
     state: RequestState
     output_line: bytes = b""
     usage: Usage | None = None
+    span: int | None = None
     retry_at: float | None = None
-    refund_attempt: bool = False
+    attempts: int = 0

@@ -98,7 +98,7 @@ async def test_scrape_reads_batches_by_status_and_lines_waiting(store: SqlStore)
     claimed = await store.claim_batch_to_validate(owner, 0, 10)
     assert claimed is not None and claimed.id == running.id
     await store.start_batch(running.id, owner, 5, "m", 0)
-    await store.claim_requests(running.id, owner, 2, 0, 10)
+    span = (await store.claim_requests(running.id, owner, 2, 0, 10))[0].span
     got = samples_of(await Metrics().scrape(store))
     by_status = {dict(k[1])["status"]: v for k, v in got.items() if k[0] == "batchd_batches"}
     assert set(by_status) == {s.value for s in BatchStatus}
@@ -108,8 +108,8 @@ async def test_scrape_reads_batches_by_status_and_lines_waiting(store: SqlStore)
     await store.record_results(
         owner,
         [
-            RequestResult(running.id, 1, RequestState.SUCCEEDED, b"{}"),
-            RequestResult(running.id, 2, RequestState.PENDING, retry_at=5),
+            RequestResult(running.id, 1, RequestState.SUCCEEDED, b"{}", span=span),
+            RequestResult(running.id, 2, RequestState.PENDING, span=span, retry_at=5, attempts=1),
         ],
     )
     got = samples_of(await Metrics().scrape(store))

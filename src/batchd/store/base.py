@@ -42,11 +42,6 @@ class Database(ABC):
     has_arrays: bool = False
     """Whether statements take arrays (``unnest``) in place of ``executemany``."""
 
-    def use_index(self, name: str) -> str:
-        """A clause after a table name that steers the planner to a partial index, where the
-        engine's planner needs steering (SQLite's would scan every finished row of a batch)."""
-        return ""
-
     row_key: str = "line"
     """The column a claim uses to name the rows its sub-select picked (within one batch)."""
 

@@ -25,7 +25,6 @@ from batchd.store.base import Connection, Database, Page, Row
 
 _FILE_COLUMNS = "id, project, purpose, filename, bytes, created_at, expires_at, blob_key"
 _PAGE_OF_RESULTS = 1000
-_IN_LIST_CHUNK = 500
 
 
 @dataclass(frozen=True)
@@ -181,9 +180,11 @@ class SqlStore:
             "(lease_until IS NULL OR lease_until < $1) AND ("
             " status = 'finalizing'"
             " OR (status = 'in_progress' AND (completed + failed >= total OR expires_at <= $1))"
-            " OR (status = 'cancelling' AND NOT EXISTS (SELECT 1 FROM requests r"
-            f"     {self.db.use_index('requests_running')}"
-            "     WHERE r.batch_id = batches.id AND r.state = 'running')))",
+            " OR (status = 'cancelling'"
+            "     AND NOT EXISTS (SELECT 1 FROM spans s"
+            "      WHERE s.batch_id = batches.id AND s.lease_until >= $1)"
+            "     AND NOT EXISTS (SELECT 1 FROM retries t"
+            "      WHERE t.batch_id = batches.id AND t.lease_until >= $1)))",
             owner,
             now,
             until,
@@ -224,13 +225,13 @@ class SqlStore:
 
     async def clear_requests(self, batch_id: str) -> None:
         async with self.db.transaction(durable=False) as conn:
-            await conn.execute("DELETE FROM requests WHERE batch_id = $1", batch_id)
+            await _forget_lines(conn, batch_id)
 
     async def add_requests(self, batch_id: str, lines: Sequence[IndexedLine]) -> None:
         async with self.db.transaction(durable=False) as conn:
             await conn.executemany(
-                "INSERT INTO requests (batch_id, line, custom_id, byte_offset, byte_length, state) "
-                "VALUES ($1, $2, $3, $4, $5, 'pending')",
+                "INSERT INTO requests (batch_id, line, custom_id, byte_offset, byte_length) "
+                "VALUES ($1, $2, $3, $4, $5)",
                 [(batch_id, r.line, r.custom_id, r.offset, r.length) for r in lines],
             )
 
@@ -256,7 +257,7 @@ class SqlStore:
     ) -> None:
         """The input is bad: ``failed`` with every reason (``cancelled`` if cancelled meanwhile)."""
         async with self.db.transaction() as conn:
-            await conn.execute("DELETE FROM requests WHERE batch_id = $1", batch_id)
+            await _forget_lines(conn, batch_id)
             await conn.execute(
                 "UPDATE batches SET errors = $1, "
                 "failed_at = CASE WHEN status = 'validating' THEN $2 ELSE failed_at END, "
@@ -285,161 +286,272 @@ class SqlStore:
     async def claim_requests(
         self, batch_id: str, owner: str, limit: int, now: float, until: float
     ) -> list[ClaimedRequest]:
-        """Lease up to ``limit`` pending lines in line order, skipping those waiting to retry."""
-        key = self.db.row_key
+        """Lease up to about ``limit`` lines, in line order within each kind: lines due to be
+        tried again first; else a span whose worker stopped renewing its lease; else a new span of
+        lines never claimed."""
         async with self.db.transaction(durable=False) as conn:
-            claimed = await conn.fetch(
-                "UPDATE requests SET state = 'running', lease_owner = $1, lease_until = $2, "
-                f"attempts = attempts + 1 WHERE batch_id = $3 AND {key} "
-                + self.db.among(
-                    f"SELECT {key} FROM requests {self.db.use_index('requests_pending')}"
-                    " WHERE batch_id = $3 AND state = 'pending'"
-                    " AND (not_before IS NULL OR not_before <= $4)"
-                    f" ORDER BY line LIMIT {int(limit)} {self.db.skip_locked}"
-                )
-                + " RETURNING line, custom_id, byte_offset, byte_length, attempts",
-                owner,
-                until,
-                batch_id,
-                now,
-            )
-        claims = [
-            ClaimedRequest(
-                batch_id,
-                r["line"],
-                r["custom_id"],
-                r["byte_offset"],
-                r["byte_length"],
-                r["attempts"],
-            )
-            for r in claimed
-        ]
-        claims.sort(key=lambda c: c.line)
+            claims = await self._claim_retries(conn, batch_id, owner, limit, now, until)
+            if not claims:
+                claims = await self._claim_lapsed_span(conn, batch_id, owner, now, until)
+            if not claims:
+                claims = await self._claim_new_span(conn, batch_id, owner, limit, until)
         return claims
 
+    async def _claim_retries(
+        self, conn: Connection, batch_id: str, owner: str, limit: int, now: float, until: float
+    ) -> list[ClaimedRequest]:
+        key = self.db.row_key
+        leased = await conn.fetch(
+            "UPDATE retries SET lease_owner = $1, lease_until = $2, attempts = attempts + 1 "
+            f"WHERE batch_id = $3 AND {key} "
+            + self.db.among(
+                f"SELECT {key} FROM retries WHERE batch_id = $3"
+                " AND (lease_owner IS NULL OR lease_until < $4)"
+                " AND (not_before IS NULL OR not_before <= $4)"
+                f" ORDER BY line LIMIT {int(limit)} {self.db.skip_locked}"
+            )
+            + " RETURNING line, attempts",
+            owner,
+            until,
+            batch_id,
+            now,
+        )
+        if not leased:
+            return []
+        attempts = {r["line"]: r["attempts"] for r in leased}
+        rows = await conn.fetch(
+            "SELECT line, custom_id, byte_offset, byte_length FROM requests "
+            f"WHERE batch_id = $1 AND line {self.db.any_of('$2')} ORDER BY line",
+            batch_id,
+            self.db.int_array(sorted(attempts)),
+        )
+        return [_claimed(batch_id, r, attempts[r["line"]], None) for r in rows]
+
+    async def _claim_lapsed_span(
+        self, conn: Connection, batch_id: str, owner: str, now: float, until: float
+    ) -> list[ClaimedRequest]:
+        """Take over a span of a worker that stopped renewing it: its lines that are neither
+        finished nor moved to retries."""
+        spans = await conn.fetch(
+            "UPDATE spans SET lease_owner = $1, lease_until = $2 WHERE batch_id = $3 "
+            "AND first_line = (SELECT first_line FROM spans WHERE batch_id = $3 "
+            f"AND lease_until < $4 ORDER BY first_line LIMIT 1 {self.db.skip_locked}) "
+            "RETURNING first_line, last_line",
+            owner,
+            until,
+            batch_id,
+            now,
+        )
+        if not spans:
+            return []
+        first, last = spans[0]["first_line"], spans[0]["last_line"]
+        rows = await conn.fetch(
+            "SELECT line, custom_id, byte_offset, byte_length FROM requests q "
+            "WHERE q.batch_id = $1 AND q.line BETWEEN $2 AND $3 "
+            "AND NOT EXISTS (SELECT 1 FROM results s WHERE s.batch_id = $1 AND s.line = q.line) "
+            "AND NOT EXISTS (SELECT 1 FROM retries t WHERE t.batch_id = $1 AND t.line = q.line) "
+            "ORDER BY line",
+            batch_id,
+            first,
+            last,
+        )
+        await conn.execute(
+            "UPDATE spans SET open = $1 WHERE batch_id = $2 AND first_line = $3",
+            len(rows),
+            batch_id,
+            first,
+        )
+        if not rows:
+            await conn.execute(
+                "DELETE FROM spans WHERE batch_id = $1 AND first_line = $2", batch_id, first
+            )
+        return [_claimed(batch_id, r, 1, first) for r in rows]
+
+    async def _claim_new_span(
+        self, conn: Connection, batch_id: str, owner: str, limit: int, until: float
+    ) -> list[ClaimedRequest]:
+        """The next ``limit`` lines past the batch's cursor, as one span under one lease."""
+        cursor = await conn.fetch(
+            f"SELECT next_line FROM batches WHERE id = $1 {self.db.for_update}", batch_id
+        )
+        if not cursor:
+            return []
+        rows = await conn.fetch(
+            "SELECT line, custom_id, byte_offset, byte_length FROM requests "
+            f"WHERE batch_id = $1 AND line > $2 ORDER BY line LIMIT {int(limit)}",
+            batch_id,
+            cursor[0]["next_line"],
+        )
+        if not rows:
+            return []
+        first, last = rows[0]["line"], rows[-1]["line"]
+        await conn.execute("UPDATE batches SET next_line = $1 WHERE id = $2", last, batch_id)
+        await conn.execute(
+            "INSERT INTO spans (batch_id, first_line, last_line, open, lease_owner, lease_until) "
+            "VALUES ($1, $2, $3, $4, $5, $6)",
+            batch_id,
+            first,
+            last,
+            len(rows),
+            owner,
+            until,
+        )
+        return [_claimed(batch_id, r, 1, first) for r in rows]
+
     async def renew_request_leases(self, owner: str, until: float) -> None:
+        """Renew every span and retry ``owner`` holds; rows are locked in key order, as commits
+        lock them, so the two cannot deadlock."""
         async with self.db.transaction(durable=False) as conn:
             await conn.execute(
-                "UPDATE requests SET lease_until = $1 WHERE (batch_id, line) IN ("
-                " SELECT batch_id, line FROM requests WHERE state = 'running'"
-                f" AND lease_owner = $2 ORDER BY batch_id, line {self.db.for_update})",
+                "UPDATE spans SET lease_until = $1 WHERE (batch_id, first_line) IN ("
+                " SELECT batch_id, first_line FROM spans WHERE lease_owner = $2"
+                f" ORDER BY batch_id, first_line {self.db.for_update})",
+                until,
+                owner,
+            )
+            await conn.execute(
+                "UPDATE retries SET lease_until = $1 WHERE (batch_id, line) IN ("
+                " SELECT batch_id, line FROM retries WHERE lease_owner = $2"
+                f" ORDER BY batch_id, line {self.db.for_update})",
                 until,
                 owner,
             )
 
-    async def reclaim_expired_requests(self, now: float) -> None:
-        """Requests whose worker stopped renewing its lease go back to pending."""
-        async with self.db.transaction(durable=False) as conn:
-            await conn.execute(
-                "UPDATE requests SET state = 'pending', lease_owner = NULL, lease_until = NULL "
-                "WHERE state = 'running' AND lease_until < $1",
-                now,
-            )
-
-    async def release_requests(self, owner: str, batch_id: str, lines: Sequence[int]) -> None:
-        """Give back claimed lines that were never sent."""
-        async with self.db.transaction(durable=False) as conn:
-            for chunk in _chunks(lines):
-                await conn.execute(
-                    "UPDATE requests SET state = 'pending', lease_owner = NULL, lease_until = NULL,"
-                    " "
-                    "attempts = attempts - 1 WHERE batch_id = $1 AND lease_owner = $2 "
-                    f"AND state = 'running' AND line IN ({_placeholders(3, len(chunk))})",
-                    batch_id,
-                    owner,
-                    *chunk,
-                )
+    async def release_requests(self, owner: str, claims: Sequence[ClaimedRequest]) -> None:
+        """Give back claimed lines that were never sent: any worker may take them now, and the
+        attempt they were claimed for is not counted."""
+        await self.record_results(owner, [_given_back(c) for c in claims])
 
     async def record_results(self, owner: str, results: Sequence[RequestResult]) -> None:
-        """Commit finished requests and their batch counters in one transaction.
+        """Commit finished requests and their batch counters in one transaction; lines to try
+        again move to ``retries``.
 
-        A result counts only while its worker still holds the line's lease, so a line that was
-        reclaimed (or marked expired or cancelled) meanwhile is never counted twice.
+        A result counts only while its worker still holds the lease of the line's span (or of
+        its retry), so a line that was taken over (or closed as expired or cancelled) meanwhile
+        is never counted twice.
         """
         by_batch: dict[str, list[RequestResult]] = {}
         for result in sorted(results, key=_batch_and_line):
             by_batch.setdefault(result.batch_id, []).append(result)
         async with self.db.transaction(durable=False) as conn:
-            # Rows are locked in (batch, line) order everywhere, so writers cannot deadlock.
+            # Rows are locked in key order everywhere, so writers cannot deadlock.
             for batch_id, batch_results in by_batch.items():
                 await self._record_batch_results(conn, owner, batch_id, batch_results)
 
     async def _record_batch_results(
         self, conn: Connection, owner: str, batch_id: str, results: list[RequestResult]
     ) -> None:
-        # One statement text whatever the group's size, so it is prepared once.
+        spans = await self._held(
+            conn, "spans", "first_line", batch_id, owner, {r.span for r in results} - {None}
+        )
+        retried = await self._held(
+            conn, "retries", "line", batch_id, owner, {r.line for r in results if r.span is None}
+        )
+        leaving: dict[int, int] = {}  # span → its lines that leave it (finished or to retry)
+        finals: list[RequestResult] = []
+        waits: list[RequestResult] = []
+        for r in results:
+            if r.span is None:
+                if r.line not in retried:
+                    continue
+            elif r.span in spans:
+                leaving[r.span] = leaving.get(r.span, 0) + 1
+            else:
+                continue
+            (waits if r.state is RequestState.PENDING else finals).append(r)
+        if waits:
+            await conn.executemany(
+                "INSERT INTO retries (batch_id, line, attempts, not_before) "
+                "VALUES ($1, $2, $3, $4) ON CONFLICT (batch_id, line) DO UPDATE SET "
+                "attempts = excluded.attempts, not_before = excluded.not_before, "
+                "lease_owner = NULL, lease_until = NULL",
+                [(batch_id, r.line, r.attempts, r.retry_at) for r in waits],
+            )
+        if finals:
+            await self._insert_results(conn, batch_id, finals)
+            done_retries = [r.line for r in finals if r.span is None]
+            if done_retries:
+                await conn.execute(
+                    f"DELETE FROM retries WHERE batch_id = $1 AND line {self.db.any_of('$2')}",
+                    batch_id,
+                    self.db.int_array(done_retries),
+                )
+            await self._count(conn, batch_id, finals)
+        if leaving:
+            await conn.executemany(
+                "UPDATE spans SET open = open - $1 WHERE batch_id = $2 AND first_line = $3",
+                [(n, batch_id, span) for span, n in leaving.items()],
+            )
+            await conn.execute(
+                "DELETE FROM spans WHERE batch_id = $1 "
+                f"AND first_line {self.db.any_of('$2')} AND open <= 0",
+                batch_id,
+                self.db.int_array(sorted(leaving)),
+            )
+
+    async def _held(
+        self,
+        conn: Connection,
+        table: str,
+        key: str,
+        batch_id: str,
+        owner: str,
+        wanted: set[Any],
+    ) -> set[int]:
+        """Which of ``wanted`` (span or retry keys) ``owner`` still holds; locks them until commit.
+        One statement text whatever the number, so it is prepared once."""
+        if not wanted:
+            return set()
         rows = await conn.fetch(
-            "SELECT line FROM requests WHERE batch_id = $1 AND lease_owner = $2 "
-            f"AND state = 'running' AND line {self.db.any_of('$3')} "
-            f"ORDER BY line {self.db.for_update}",
+            f"SELECT {key} FROM {table} WHERE batch_id = $1 AND lease_owner = $2 "
+            f"AND {key} {self.db.any_of('$3')} ORDER BY {key} {self.db.for_update}",
             batch_id,
             owner,
-            self.db.int_array([r.line for r in results]),
+            self.db.int_array(sorted(wanted)),
         )
-        owned = {r["line"] for r in rows}
-        retries: list[tuple[Any, ...]] = []
-        applied: list[tuple[Any, ...]] = []
-        succeeded = failed = 0
+        return {r[key] for r in rows}
+
+    async def _insert_results(
+        self, conn: Connection, batch_id: str, finals: list[RequestResult]
+    ) -> None:
+        if self.db.has_arrays:
+            # PostgreSQL: one statement over arrays, rather than a round trip per row.
+            await conn.execute(
+                "INSERT INTO results (batch_id, line, state, result) "
+                "SELECT $1, u.line, u.state, u.result "
+                "FROM unnest($2::int[], $3::text[], $4::bytea[]) AS u(line, state, result)",
+                batch_id,
+                [r.line for r in finals],
+                [r.state.value for r in finals],
+                [r.output_line for r in finals],
+            )
+            return
+        await conn.executemany(
+            "INSERT INTO results (batch_id, line, state, result) VALUES ($1, $2, $3, $4)",
+            [(batch_id, r.line, r.state.value, r.output_line) for r in finals],
+        )
+
+    async def _count(self, conn: Connection, batch_id: str, finals: list[RequestResult]) -> None:
+        succeeded = 0
         usage = Usage()
-        for r in results:
-            if r.line not in owned:
-                continue
-            if r.state is RequestState.PENDING:
-                retries.append((r.retry_at, int(r.refund_attempt), batch_id, r.line))
-                continue
-            applied.append((r.state.value, r.output_line, r.line))
+        for r in finals:
             if r.state is RequestState.SUCCEEDED:
                 succeeded += 1
-            else:
-                failed += 1
             if r.usage is not None:
                 usage.add(r.usage)
-        if retries:
-            await conn.executemany(
-                "UPDATE requests SET state = 'pending', not_before = $1, "
-                "attempts = attempts - $2, lease_owner = NULL, lease_until = NULL "
-                "WHERE batch_id = $3 AND line = $4",
-                retries,
-            )
-        if not applied:
-            return
-        await self._apply_results(conn, batch_id, applied)
         await conn.execute(
             "UPDATE batches SET completed = completed + $1, failed = failed + $2, "
             "input_tokens = input_tokens + $3, cached_tokens = cached_tokens + $4, "
             "output_tokens = output_tokens + $5, reasoning_tokens = reasoning_tokens + $6, "
             "total_tokens = total_tokens + $7 WHERE id = $8",
             succeeded,
-            failed,
+            len(finals) - succeeded,
             usage.input_tokens,
             usage.cached_tokens,
             usage.output_tokens,
             usage.reasoning_tokens,
             usage.total_tokens,
             batch_id,
-        )
-
-    async def _apply_results(
-        self, conn: Connection, batch_id: str, applied: list[tuple[str, bytes, int]]
-    ) -> None:
-        """Write ``(state, output line, line)`` into rows already locked in line order."""
-        if self.db.has_arrays:
-            # PostgreSQL: one statement over arrays, rather than a round of statements per row.
-            states, outputs, lines = zip(*applied, strict=True)
-            await conn.execute(
-                "UPDATE requests SET state = u.state, result = u.result, lease_owner = NULL, "
-                "lease_until = NULL FROM unnest($2::text[], $3::bytea[], $4::int[]) "
-                "AS u(state, result, line) WHERE requests.batch_id = $1 AND requests.line = u.line",
-                batch_id,
-                list(states),
-                list(outputs),
-                list(lines),
-            )
-            return
-        await conn.executemany(
-            "UPDATE requests SET state = $1, result = $2, lease_owner = NULL, lease_until = NULL "
-            "WHERE batch_id = $4 AND line = $3",
-            [(*row, batch_id) for row in applied],
         )
 
     # -- the worker: finalizing ----------------------------------------------------------------
@@ -455,18 +567,24 @@ class SqlStore:
             )
 
     async def skip_unfinished(self, batch_id: str, owner: str, state: RequestState) -> None:
-        """Close every line still pending or running as ``state`` (expired or cancelled)."""
+        """Close every line without a result as ``state`` (expired or cancelled)."""
+        unfinished = (
+            "FROM requests q WHERE q.batch_id = $1 AND NOT EXISTS "
+            "(SELECT 1 FROM results s WHERE s.batch_id = $1 AND s.line = q.line)"
+        )
         async with self.db.transaction() as conn:
             if not await self._holds_batch(conn, batch_id, owner):
                 return
-            rows = await conn.fetch(
-                "UPDATE requests SET state = $1, lease_owner = NULL, lease_until = NULL "
-                "WHERE batch_id = $2 AND state IN ('pending', 'running') RETURNING line",
-                state.value,
-                batch_id,
-            )
+            rows = await conn.fetch(f"SELECT count(*) AS n {unfinished}", batch_id)
             await conn.execute(
-                "UPDATE batches SET failed = failed + $1 WHERE id = $2", len(rows), batch_id
+                f"INSERT INTO results (batch_id, line, state) SELECT $1, q.line, $2 {unfinished}",
+                batch_id,
+                state.value,
+            )
+            for table in ("spans", "retries"):
+                await conn.execute(f"DELETE FROM {table} WHERE batch_id = $1", batch_id)
+            await conn.execute(
+                "UPDATE batches SET failed = failed + $1 WHERE id = $2", rows[0]["n"], batch_id
             )
 
     async def _holds_batch(self, conn: Connection, batch_id: str, owner: str) -> bool:
@@ -478,17 +596,18 @@ class SqlStore:
         )
         return bool(rows)
 
-    async def has_requests_in(self, batch_id: str, state: RequestState) -> bool:
+    async def has_results_in(self, batch_id: str, state: RequestState) -> bool:
         async with self.db.reader() as conn:
             rows = await conn.fetch(
-                "SELECT 1 FROM requests WHERE batch_id = $1 AND state = $2 LIMIT 1",
+                "SELECT 1 FROM results WHERE batch_id = $1 AND state = $2 LIMIT 1",
                 batch_id,
                 state.value,
             )
         return bool(rows)
 
     async def finished_lines(self, batch_id: str) -> AsyncIterator[FinishedLine]:
-        """Every line of the batch in line order, a page at a time."""
+        """Every line of the batch in line order, a page at a time (``pending`` when it has no
+        result yet)."""
         last = 0
         while True:
             page = await self._finished_page(batch_id, last)
@@ -501,13 +620,19 @@ class SqlStore:
     async def _finished_page(self, batch_id: str, after: int) -> list[FinishedLine]:
         async with self.db.reader() as conn:
             rows = await conn.fetch(
-                "SELECT line, custom_id, state, result FROM requests "
-                f"WHERE batch_id = $1 AND line > $2 ORDER BY line LIMIT {_PAGE_OF_RESULTS}",
+                "SELECT q.line, q.custom_id, s.state, s.result FROM requests q "
+                "LEFT JOIN results s ON s.batch_id = q.batch_id AND s.line = q.line "
+                f"WHERE q.batch_id = $1 AND q.line > $2 ORDER BY q.line LIMIT {_PAGE_OF_RESULTS}",
                 batch_id,
                 after,
             )
         return [
-            FinishedLine(r["line"], r["custom_id"], RequestState(r["state"]), _bytes(r["result"]))
+            FinishedLine(
+                r["line"],
+                r["custom_id"],
+                RequestState(r["state"] or RequestState.PENDING),
+                _bytes(r["result"]),
+            )
             for r in rows
         ]
 
@@ -552,8 +677,8 @@ class SqlStore:
             pending = await conn.fetch(
                 "SELECT (SELECT coalesce(sum(total - completed - failed), 0) FROM batches"
                 "  WHERE status IN ('in_progress', 'cancelling'))"
-                f" - (SELECT count(*) FROM requests {self.db.use_index('requests_running')}"
-                "  WHERE state = 'running') AS n"
+                " - (SELECT coalesce(sum(open), 0) FROM spans)"
+                " - (SELECT count(*) FROM retries WHERE lease_owner IS NOT NULL) AS n"
             )
         return {BatchStatus(r["status"]): int(r["n"]) for r in batches}, int(pending[0]["n"])
 
@@ -563,16 +688,38 @@ def _statuses(statuses: frozenset[BatchStatus]) -> str:
     return "(" + ", ".join(f"'{s.value}'" for s in sorted(statuses)) + ")"
 
 
-def _placeholders(first: int, count: int) -> str:
-    return ", ".join(f"${i}" for i in range(first, first + count))
-
-
 def _batch_and_line(result: RequestResult) -> tuple[str, int]:
     return result.batch_id, result.line
 
 
-def _chunks(values: Sequence[int]) -> list[Sequence[int]]:
-    return [values[i : i + _IN_LIST_CHUNK] for i in range(0, len(values), _IN_LIST_CHUNK)]
+async def _forget_lines(conn: Connection, batch_id: str) -> None:
+    """Delete a batch's lines and everything recorded about them, and rewind its cursor."""
+    for table in ("requests", "results", "spans", "retries"):
+        await conn.execute(f"DELETE FROM {table} WHERE batch_id = $1", batch_id)
+    await conn.execute("UPDATE batches SET next_line = 0 WHERE id = $1", batch_id)
+
+
+def _claimed(batch_id: str, row: Row, attempts: int, span: int | None) -> ClaimedRequest:
+    return ClaimedRequest(
+        batch_id,
+        row["line"],
+        row["custom_id"],
+        row["byte_offset"],
+        row["byte_length"],
+        attempts,
+        span,
+    )
+
+
+def _given_back(claim: ClaimedRequest) -> RequestResult:
+    """A claimed line handed back unsent: to try again at once, its attempt not counted."""
+    return RequestResult(
+        claim.batch_id,
+        claim.line,
+        RequestState.PENDING,
+        span=claim.span,
+        attempts=claim.attempts - 1,
+    )
 
 
 def _json_or_none(value: object) -> str | None:

@@ -86,9 +86,6 @@ class SqliteDatabase(Database):
         self._reader: sqlite3.Connection | None = None
         self._write_lock = asyncio.Lock()
 
-    def use_index(self, name: str) -> str:
-        return f"INDEXED BY {name}"
-
     def any_of(self, param: str) -> str:
         return f"IN (SELECT value FROM json_each({param}))"
 

@@ -156,9 +156,7 @@ class Dispatcher:
             if job is not None and not self._lease_lapsed(job):
                 return job
             if job is not None:
-                await self._store.release_requests(
-                    self._owner, job.claim.batch_id, [job.claim.line]
-                )
+                await self._store.release_requests(self._owner, [job.claim])
                 continue
             self._available.clear()
             await _wait_for_any(self._available, stopping, within=self._poll_interval)
@@ -214,7 +212,7 @@ class Dispatcher:
         for batch_id in [b for b in self._buffers if b not in self._batches]:
             jobs = self._buffers.pop(batch_id)
             self._buffered -= len(jobs)
-            await self._store.release_requests(self._owner, batch_id, [j.claim.line for j in jobs])
+            await self._store.release_requests(self._owner, [j.claim for j in jobs])
         for batch_id in [b for b, tasks in self._in_flight.items() if not tasks]:
             del self._in_flight[batch_id]
 
@@ -283,7 +281,9 @@ class Dispatcher:
             line = unanswered_line(
                 claim.custom_id, "invalid_request", "The input line could not be read back."
             )
-            return RequestResult(claim.batch_id, claim.line, RequestState.FAILED, line)
+            return RequestResult(
+                claim.batch_id, claim.line, RequestState.FAILED, line, None, claim.span
+            )
         headers = {
             "x-batchd-batch-id": claim.batch_id,
             "x-batchd-custom-id": quote(claim.custom_id, safe=""),
@@ -309,7 +309,9 @@ class Dispatcher:
             self._metrics.retried(reason)
             return self._again(claim, self._retry.backoff(claim.attempts), refund)
         line = unanswered_line(claim.custom_id, exc.code, exc.message)
-        return RequestResult(claim.batch_id, claim.line, RequestState.FAILED, line)
+        return RequestResult(
+            claim.batch_id, claim.line, RequestState.FAILED, line, None, claim.span
+        )
 
     def _answered(
         self, claim: ClaimedRequest, response: UpstreamResponse, observed: ModelMetrics
@@ -331,7 +333,7 @@ class Dispatcher:
         )
         if usage is not None:
             observed.used(usage)
-        return RequestResult(claim.batch_id, claim.line, state, line, usage)
+        return RequestResult(claim.batch_id, claim.line, state, line, usage, claim.span)
 
     def _again(self, claim: ClaimedRequest, delay: float, refund: bool) -> RequestResult:
         """Try the line again later.
@@ -347,13 +349,14 @@ class Dispatcher:
             claim.batch_id,
             claim.line,
             RequestState.PENDING,
+            span=claim.span,
             retry_at=self._clock.now() + delay,
-            refund_attempt=refund,
+            attempts=claim.attempts - refund,
         )
 
     async def _give_back_buffered(self) -> None:
-        for batch_id, jobs in self._buffers.items():
-            await self._store.release_requests(self._owner, batch_id, [j.claim.line for j in jobs])
+        for jobs in self._buffers.values():
+            await self._store.release_requests(self._owner, [j.claim for j in jobs])
         self._buffers.clear()
         self._buffered = 0
 

@@ -46,7 +46,7 @@ class Finalizer:
             return BatchStatus.COMPLETED
         if batch.completed + batch.failed < batch.total:
             return BatchStatus.EXPIRED  # claimed for finalizing with lines left: the window ended
-        if await self._store.has_requests_in(batch.id, RequestState.EXPIRED):
+        if await self._store.has_results_in(batch.id, RequestState.EXPIRED):
             return BatchStatus.EXPIRED  # an earlier attempt had closed the lines already
         return BatchStatus.COMPLETED
 

@@ -1,5 +1,5 @@
 """The worker: loops that validate, dispatch and finalize, plus the housekeeping that keeps leases
-alive and takes back the work of workers that died."""
+alive. (Work whose worker died is taken over by claims, once its lease has run out.)"""
 
 from __future__ import annotations
 
@@ -194,7 +194,6 @@ class Worker:
                     dispatcher.leases_renewed_until = until
                 for batch_id in list(self._held):
                     await self._store.renew_batch_lease(batch_id, self.id, until)
-                await self._store.reclaim_expired_requests(self._clock.now())
                 await purge_expired(self._store, self._blobs, int(self._clock.now()))
             except Exception:
                 log.exception("housekeeping_failed")
