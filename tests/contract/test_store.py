@@ -15,6 +15,7 @@ from batchd.models import (
     OUTPUT_PURPOSE,
     Batch,
     BatchStatus,
+    ClaimedRequest,
     IndexedLine,
     LineError,
     RequestResult,
@@ -94,12 +95,25 @@ async def fetch(store: SqlStore, batch_id: str) -> Batch:
 
 
 def result(
-    batch_id: str,
-    line: int,
+    claim: ClaimedRequest,
     state: RequestState = RequestState.SUCCEEDED,
     usage: Usage | None = None,
 ) -> RequestResult:
-    return RequestResult(batch_id, line, state, b'{"line":%d}' % line, usage)
+    """The outcome of a claimed line, with an output line naming it."""
+    line = b'{"line":%d}' % claim.line
+    return RequestResult(claim.batch_id, claim.line, state, line, usage, claim.span)
+
+
+def retry(claim: ClaimedRequest, at: float) -> RequestResult:
+    """The claimed line is to be tried again at ``at``."""
+    return RequestResult(
+        claim.batch_id,
+        claim.line,
+        RequestState.PENDING,
+        span=claim.span,
+        retry_at=at,
+        attempts=claim.attempts,
+    )
 
 
 async def query(store: SqlStore, sql: str, *args: Any) -> list[Any]:
@@ -447,65 +461,103 @@ async def test_claim_requests_never_shares_a_line(store: SqlStore) -> None:
 async def test_a_claim_takes_its_limit_when_the_planner_has_not_seen_the_batch(
     postgres_url: str,
 ) -> None:
-    """A batch inserted since the table was last analyzed looks like one row to PostgreSQL's
-    planner; the claim must still lock and take only ``limit`` lines (it once took them all)."""
+    """Lines inserted since the table was last analyzed look like one row to PostgreSQL's
+    planner; a claim of lines to retry must still lock and take only ``limit`` of them (a claim
+    by ``IN (SELECT … LIMIT n FOR UPDATE SKIP LOCKED)`` once took them all)."""
     store = await open_store(postgres_url)
     try:
         async with store.db.transaction() as conn:
-            await conn.execute("ALTER TABLE requests SET (autovacuum_enabled = false)")
+            await conn.execute("ALTER TABLE retries SET (autovacuum_enabled = false)")
             await conn.execute(
-                "INSERT INTO requests (batch_id, line, custom_id, byte_offset, byte_length, state)"
-                " SELECT 'finished', g, 'c' || g, 0, 1, 'succeeded'"
-                " FROM generate_series(1, 20000) AS g"
+                "INSERT INTO retries (batch_id, line, attempts)"
+                " SELECT 'other', g, 1 FROM generate_series(1, 20000) AS g"
             )
         async with store.db.transaction() as conn:
-            await conn.execute("ANALYZE requests")
+            await conn.execute("ANALYZE retries")
         batch = await make_running_batch(store, lines=3000)
+        claims = await store.claim_requests(batch.id, "w", 3000, NOW, NOW + LEASE)
+        await store.release_requests("w", claims)
 
-        claims = await store.claim_requests(batch.id, "w", 100, NOW, NOW + LEASE)
+        again = await store.claim_requests(batch.id, "w", 100, NOW, NOW + LEASE)
 
-        assert [c.line for c in claims] == list(range(1, 101))
+        assert [c.line for c in again] == list(range(1, 101))
     finally:
         await store.close()
 
 
+async def test_claims_hand_out_spans_of_fresh_lines(store: SqlStore) -> None:
+    """Each claim of fresh lines is a span named by its first line, one attempt per line."""
+    batch = await make_running_batch(store, lines=5)
+    first = await store.claim_requests(batch.id, "a", 2, NOW, NOW + LEASE)
+    second = await store.claim_requests(batch.id, "b", 5, NOW, NOW + LEASE)
+    assert [(c.line, c.span, c.attempts) for c in first] == [(1, 1, 1), (2, 1, 1)]
+    assert [(c.line, c.span, c.attempts) for c in second] == [(3, 3, 1), (4, 3, 1), (5, 3, 1)]
+
+
 async def test_release_requests(store: SqlStore) -> None:
-    """Released lines go back to pending with their attempt undone."""
+    """Released lines can be claimed again by anyone, their unsent attempt not counted."""
     batch = await make_running_batch(store, lines=3)
-    await store.claim_requests(batch.id, "a", 3, NOW, NOW + LEASE)
-    await store.release_requests("a", batch.id, [2, 3])
+    claims = await store.claim_requests(batch.id, "a", 3, NOW, NOW + LEASE)
+    await store.release_requests("a", claims[1:])
     again = await store.claim_requests(batch.id, "b", 3, NOW, NOW + LEASE)
-    assert [(c.line, c.attempts) for c in again] == [(2, 1), (3, 1)]
+    assert [(c.line, c.attempts, c.span) for c in again] == [(2, 1, None), (3, 1, None)]
+    await store.release_requests("b", again)
+    assert [c.line for c in await store.claim_requests(batch.id, "c", 3, NOW, NOW + LEASE)] == [
+        2,
+        3,
+    ]
 
 
 async def test_release_requests_of_another_owner(store: SqlStore) -> None:
     """An owner cannot release lines it does not hold."""
     batch = await make_running_batch(store, lines=2)
-    await store.claim_requests(batch.id, "a", 2, NOW, NOW + LEASE)
-    await store.release_requests("b", batch.id, [1, 2])
+    claims = await store.claim_requests(batch.id, "a", 2, NOW, NOW + LEASE)
+    await store.release_requests("b", claims)
     assert await store.claim_requests(batch.id, "b", 2, NOW, NOW + LEASE) == []
 
 
-async def test_reclaim_expired_requests(store: SqlStore) -> None:
-    """Lines whose lease passed go back to pending and count a second attempt when reclaimed."""
-    batch = await make_running_batch(store, lines=2)
-    await store.claim_requests(batch.id, "a", 2, NOW, NOW + LEASE)
-    await store.reclaim_expired_requests(NOW + LEASE - 1)
-    assert await store.claim_requests(batch.id, "b", 2, NOW, NOW + 2 * LEASE) == []
-    await store.reclaim_expired_requests(NOW + LEASE + 1)
-    again = await store.claim_requests(batch.id, "b", 2, NOW, NOW + 2 * LEASE)
-    assert [(c.line, c.attempts) for c in again] == [(1, 2), (2, 2)]
+async def test_a_lapsed_span_is_taken_over_without_its_finished_lines(store: SqlStore) -> None:
+    """Once a span's lease has passed, another worker takes over its lines that have neither a
+    result nor a retry of their own."""
+    batch = await make_running_batch(store, lines=4)
+    claims = await store.claim_requests(batch.id, "a", 4, NOW, NOW + LEASE)
+    await store.record_results("a", [result(claims[0]), retry(claims[1], NOW + 2 * LEASE)])
+    assert await store.claim_requests(batch.id, "b", 4, NOW + LEASE - 1, NOW + 2 * LEASE) == []
+    again = await store.claim_requests(batch.id, "b", 4, NOW + LEASE + 1, NOW + 2 * LEASE)
+    assert [(c.line, c.span) for c in again] == [(3, 1), (4, 1)]
+    await store.record_results("b", [result(c) for c in again])
+    waiting = await store.claim_requests(batch.id, "c", 4, NOW + 2 * LEASE, NOW + 3 * LEASE)
+    assert [(c.line, c.attempts, c.span) for c in waiting] == [(2, 2, None)]
 
 
 async def test_renew_request_leases(store: SqlStore) -> None:
-    """Renewed leases survive a reclaim that would have taken the lines back."""
+    """A renewed span is not taken over when its first lease would have passed."""
     batch = await make_running_batch(store, lines=2)
     await store.claim_requests(batch.id, "a", 1, NOW, NOW + LEASE)
     await store.claim_requests(batch.id, "b", 1, NOW, NOW + LEASE)
     await store.renew_request_leases("a", NOW + 3 * LEASE)
-    await store.reclaim_expired_requests(NOW + 2 * LEASE)
-    again = await store.claim_requests(batch.id, "c", 2, NOW, NOW + 4 * LEASE)
+    again = await store.claim_requests(batch.id, "c", 2, NOW + 2 * LEASE, NOW + 4 * LEASE)
     assert [c.line for c in again] == [2]
+
+
+async def test_retries_wait_until_due_and_count_their_attempts(store: SqlStore) -> None:
+    """A line to retry is claimed alone once due, with its attempts so far plus one; a final
+    result for it counts once."""
+    batch = await make_running_batch(store, lines=2)
+    claims = await store.claim_requests(batch.id, "a", 2, NOW, NOW + LEASE)
+    await store.record_results("a", [retry(claims[0], NOW + 5), result(claims[1])])
+    assert await store.claim_requests(batch.id, "a", 2, NOW + 4, NOW + LEASE) == []
+    second = await store.claim_requests(batch.id, "a", 2, NOW + 5, NOW + LEASE)
+    assert [(c.line, c.attempts, c.span) for c in second] == [(1, 2, None)]
+    await store.record_results("a", [retry(second[0], NOW + 6)])
+    third = await store.claim_requests(batch.id, "b", 2, NOW + 6, NOW + LEASE)
+    assert [(c.line, c.attempts) for c in third] == [(1, 3)]
+    await store.record_results("a", [result(third[0])])  # not a's any more
+    await store.record_results("b", [result(third[0], RequestState.FAILED)])
+    await store.record_results("b", [result(third[0], RequestState.FAILED)])
+    after = await fetch(store, batch.id)
+    assert (after.completed, after.failed) == (1, 1)
+    assert await store.claim_requests(batch.id, "b", 2, NOW + DAY, NOW + DAY) == []
 
 
 # -- results ---------------------------------------------------------------------------------
@@ -514,13 +566,13 @@ async def test_renew_request_leases(store: SqlStore) -> None:
 async def test_record_results_counts_and_sums_usage(store: SqlStore) -> None:
     """Results add to completed/failed and their usage is summed onto the batch."""
     batch = await make_running_batch(store, lines=3)
-    await store.claim_requests(batch.id, "w", 3, NOW, NOW + LEASE)
+    claims = await store.claim_requests(batch.id, "w", 3, NOW, NOW + LEASE)
     await store.record_results(
         "w",
         [
-            result(batch.id, 1, usage=Usage(10, 2, 5, 1, 15)),
-            result(batch.id, 2, usage=Usage(7, 0, 3, 0, 10)),
-            result(batch.id, 3, RequestState.FAILED),
+            result(claims[0], usage=Usage(10, 2, 5, 1, 15)),
+            result(claims[1], usage=Usage(7, 0, 3, 0, 10)),
+            result(claims[2], RequestState.FAILED),
         ],
     )
     after = await fetch(store, batch.id)
@@ -532,27 +584,24 @@ async def test_record_results_of_a_large_group_mixed_with_retries(store: SqlStor
     """A group of over a thousand results, some to retry and some from lines not held, is
     committed whole: each line ends in its own state with its own output."""
     batch = await make_running_batch(store, lines=1500)
-    await store.claim_requests(batch.id, "w", 1400, NOW, NOW + LEASE)  # 1401.. are not held
-    retry = RequestResult(batch.id, 7, RequestState.PENDING, retry_at=NOW + 5)
-    states = {
-        n: RequestState.FAILED if n % 10 == 0 else RequestState.SUCCEEDED for n in range(1, 1501)
-    }
-    await store.record_results(
-        "w",
-        [
-            retry,
-            *(
-                result(batch.id, n, state, Usage(1, 0, 1, 0, 2))
-                for n, state in states.items()
-                if n != 7
-            ),
-        ],
-    )
+    held = await store.claim_requests(batch.id, "w", 1400, NOW, NOW + LEASE)
+    stray = [ClaimedRequest(batch.id, n, f"req-{n}", 0, 1, 1, 1401) for n in range(1401, 1501)]
+    outcomes = [
+        retry(c, NOW + 5)
+        if c.line == 7
+        else result(
+            c,
+            RequestState.FAILED if c.line % 10 == 0 else RequestState.SUCCEEDED,
+            Usage(1, 0, 1, 0, 2),
+        )
+        for c in held + stray
+    ]
+    await store.record_results("w", outcomes)
     after = await fetch(store, batch.id)
-    held = [n for n in range(1, 1401) if n != 7]
-    assert after.failed == sum(1 for n in held if n % 10 == 0)
-    assert after.completed == len(held) - after.failed
-    assert after.usage == Usage(len(held), 0, len(held), 0, 2 * len(held))
+    counted = [n for n in range(1, 1401) if n != 7]
+    assert after.failed == sum(1 for n in counted if n % 10 == 0)
+    assert after.completed == len(counted) - after.failed
+    assert after.usage == Usage(len(counted), 0, len(counted), 0, 2 * len(counted))
     lines = {row.line: row async for row in store.finished_lines(batch.id)}
     assert lines[1].state is RequestState.SUCCEEDED and lines[1].result == b'{"line":1}'
     assert lines[10].state is RequestState.FAILED and lines[10].result == b'{"line":10}'
@@ -564,25 +613,26 @@ async def test_record_results_across_batches(store: SqlStore) -> None:
     """One commit may carry results of several batches; each gets its own counts."""
     one = await make_running_batch(store, lines=1)
     two = await make_running_batch(store, lines=2)
-    await store.claim_requests(one.id, "w", 5, NOW, NOW + LEASE)
-    await store.claim_requests(two.id, "w", 5, NOW, NOW + LEASE)
+    ones = await store.claim_requests(one.id, "w", 5, NOW, NOW + LEASE)
+    twos = await store.claim_requests(two.id, "w", 5, NOW, NOW + LEASE)
     await store.record_results(
-        "w", [result(one.id, 1), result(two.id, 1), result(two.id, 2, RequestState.FAILED)]
+        "w", [result(ones[0]), result(twos[0]), result(twos[1], RequestState.FAILED)]
     )
     assert ((await fetch(store, one.id)).completed, (await fetch(store, one.id)).failed) == (1, 0)
     assert ((await fetch(store, two.id)).completed, (await fetch(store, two.id)).failed) == (1, 1)
 
 
 async def test_record_results_from_lost_lease_is_ignored(store: SqlStore) -> None:
-    """A result from a worker whose line was reclaimed and re-claimed is not counted."""
+    """A result from a worker whose span was taken over is not counted, nor is a second
+    result for a finished line."""
     batch = await make_running_batch(store, lines=1)
-    await store.claim_requests(batch.id, "a", 1, NOW, NOW + LEASE)
-    await store.reclaim_expired_requests(NOW + LEASE + 1)
-    await store.claim_requests(batch.id, "b", 1, NOW, NOW + 3 * LEASE)
-    await store.record_results("a", [result(batch.id, 1, usage=Usage(1, 0, 1, 0, 2))])
+    claims = await store.claim_requests(batch.id, "a", 1, NOW, NOW + LEASE)
+    taken = await store.claim_requests(batch.id, "b", 1, NOW + LEASE + 1, NOW + 3 * LEASE)
+    assert [c.line for c in taken] == [1]
+    await store.record_results("a", [result(claims[0], usage=Usage(1, 0, 1, 0, 2))])
     assert (await fetch(store, batch.id)).completed == 0
-    await store.record_results("b", [result(batch.id, 1, usage=Usage(1, 0, 1, 0, 2))])
-    await store.record_results("b", [result(batch.id, 1, usage=Usage(1, 0, 1, 0, 2))])
+    await store.record_results("b", [result(taken[0], usage=Usage(1, 0, 1, 0, 2))])
+    await store.record_results("b", [result(taken[0], usage=Usage(1, 0, 1, 0, 2))])
     after = await fetch(store, batch.id)
     assert (after.completed, after.failed) == (1, 0)
     assert after.usage.total_tokens == 2
@@ -591,11 +641,11 @@ async def test_record_results_from_lost_lease_is_ignored(store: SqlStore) -> Non
 async def test_record_results_after_skip_is_ignored(store: SqlStore) -> None:
     """A late result for a line already closed as expired is not counted."""
     batch = await make_running_batch(store, lines=2)
-    await store.claim_requests(batch.id, "w", 2, NOW, NOW + LEASE)
+    claims = await store.claim_requests(batch.id, "w", 2, NOW, NOW + LEASE)
     claimed = await store.claim_batch_to_finalize("f", NOW + DAY, NOW + DAY + LEASE)
     assert claimed is not None
     await store.skip_unfinished(batch.id, "f", RequestState.EXPIRED)
-    await store.record_results("w", [result(batch.id, 1), result(batch.id, 2)])
+    await store.record_results("w", [result(c) for c in claims])
     after = await fetch(store, batch.id)
     assert (after.completed, after.failed) == (0, 2)
     lines = [row async for row in store.finished_lines(batch.id)]
@@ -613,8 +663,8 @@ async def test_dispatchable_batches(store: SqlStore) -> None:
     cancelling = await make_running_batch(store, lines=1)
     await store.request_cancel(cancelling.id, "default", NOW)
     await make_batch(store)  # still validating
-    await store.claim_requests(done.id, "w", 1, NOW, NOW + LEASE)
-    await store.record_results("w", [result(done.id, 1)])
+    claims = await store.claim_requests(done.id, "w", 1, NOW, NOW + LEASE)
+    await store.record_results("w", [result(claims[0])])
     dispatchable = await store.dispatchable_batches(NOW + 10)
     assert [b.id for b in dispatchable] == [ready.id]
 
@@ -633,9 +683,9 @@ async def test_claim_to_finalize_when_all_lines_done(store: SqlStore) -> None:
     batch = await make_running_batch(store, lines=2)
     claims = await store.claim_requests(batch.id, "w", 2, NOW, NOW + LEASE)
     assert await store.claim_batch_to_finalize("f", NOW, NOW + LEASE) is None
-    await store.record_results("w", [result(batch.id, 1)])
+    await store.record_results("w", [result(claims[0])])
     assert await store.claim_batch_to_finalize("f", NOW, NOW + LEASE) is None
-    await store.record_results("w", [result(batch.id, c.line) for c in claims[1:]])
+    await store.record_results("w", [result(c) for c in claims[1:]])
     claimed = await store.claim_batch_to_finalize("f", NOW, NOW + LEASE)
     assert claimed is not None
     assert claimed.id == batch.id
@@ -652,12 +702,12 @@ async def test_claim_to_finalize_past_window(store: SqlStore) -> None:
 
 
 async def test_claim_to_finalize_cancelling_waits_for_running(store: SqlStore) -> None:
-    """A cancelling batch is claimed only when none of its requests is running."""
+    """A cancelling batch is claimed only when none of its lines is held by a live lease."""
     batch = await make_running_batch(store, lines=3)
-    await store.claim_requests(batch.id, "w", 1, NOW, NOW + LEASE)
+    claims = await store.claim_requests(batch.id, "w", 1, NOW, NOW + LEASE)
     await store.request_cancel(batch.id, "default", NOW)
     assert await store.claim_batch_to_finalize("f", NOW, NOW + LEASE) is None
-    await store.record_results("w", [result(batch.id, 1)])
+    await store.record_results("w", [result(claims[0])])
     claimed = await store.claim_batch_to_finalize("f", NOW, NOW + LEASE)
     assert claimed is not None
     assert claimed.status is BatchStatus.CANCELLING
@@ -674,8 +724,8 @@ async def test_claim_to_finalize_ignores_validating_and_terminal(store: SqlStore
 async def test_enter_finalizing_then_reclaim(store: SqlStore) -> None:
     """A finalizing batch whose finalizer vanished is claimed again when the lease passes."""
     batch = await make_running_batch(store, lines=1)
-    await store.claim_requests(batch.id, "w", 1, NOW, NOW + LEASE)
-    await store.record_results("w", [result(batch.id, 1)])
+    claims = await store.claim_requests(batch.id, "w", 1, NOW, NOW + LEASE)
+    await store.record_results("w", [result(claims[0])])
     await store.claim_batch_to_finalize("f", NOW, NOW + LEASE)
     await store.enter_finalizing(batch.id, "f", NOW + 1)
     finalizing = await fetch(store, batch.id)
@@ -699,21 +749,22 @@ async def test_enter_finalizing_needs_lease_and_running(store: SqlStore) -> None
 
 
 async def test_skip_unfinished(store: SqlStore) -> None:
-    """Skipping closes pending and running lines as the given state and counts them failed."""
-    batch = await make_running_batch(store, lines=4)
-    await store.claim_requests(batch.id, "w", 2, NOW, NOW + LEASE)
-    await store.record_results("w", [result(batch.id, 1)])
+    """Skipping closes held, waiting and unclaimed lines as the given state, counts them
+    failed, and drops every lease on them."""
+    batch = await make_running_batch(store, lines=5)
+    claims = await store.claim_requests(batch.id, "w", 3, NOW, NOW + LEASE)
+    await store.record_results("w", [result(claims[0]), retry(claims[1], NOW + 5)])
     await store.claim_batch_to_finalize("f", NOW + DAY, NOW + DAY + LEASE)
-    assert await store.has_requests_in(batch.id, RequestState.RUNNING)
     await store.skip_unfinished(batch.id, "f", RequestState.CANCELLED)
     after = await fetch(store, batch.id)
-    assert (after.total, after.completed, after.failed) == (4, 1, 3)
-    assert await store.has_requests_in(batch.id, RequestState.CANCELLED)
-    assert await store.has_requests_in(batch.id, RequestState.SUCCEEDED)
-    for state in (RequestState.PENDING, RequestState.RUNNING, RequestState.EXPIRED):
-        assert not await store.has_requests_in(batch.id, state)
+    assert (after.total, after.completed, after.failed) == (5, 1, 4)
+    states = [row.state async for row in store.finished_lines(batch.id)]
+    assert states == [RequestState.SUCCEEDED] + [RequestState.CANCELLED] * 4
+    assert await store.has_results_in(batch.id, RequestState.CANCELLED)
+    assert not await store.has_results_in(batch.id, RequestState.EXPIRED)
+    assert await store.claim_requests(batch.id, "g", 5, NOW + DAY, NOW + 2 * DAY) == []
     await store.skip_unfinished(batch.id, "f", RequestState.CANCELLED)
-    assert (await fetch(store, batch.id)).failed == 3
+    assert (await fetch(store, batch.id)).failed == 4
 
 
 async def test_skip_unfinished_needs_the_lease(store: SqlStore) -> None:
@@ -721,23 +772,23 @@ async def test_skip_unfinished_needs_the_lease(store: SqlStore) -> None:
     batch = await make_running_batch(store, lines=2)
     await store.claim_batch_to_finalize("f", NOW + DAY, NOW + DAY + LEASE)
     await store.skip_unfinished(batch.id, "stale", RequestState.EXPIRED)
-    assert await store.has_requests_in(batch.id, RequestState.PENDING)
-    assert not await store.has_requests_in(batch.id, RequestState.EXPIRED)
+    assert not await store.has_results_in(batch.id, RequestState.EXPIRED)
+    assert (await fetch(store, batch.id)).failed == 0
 
 
 async def test_finished_lines_in_line_order_across_pages(store: SqlStore) -> None:
     """Every line comes back once, in line order, past the 1000-row page size."""
     count = 1203
     batch = await make_running_batch(store, lines=count)
-    await store.claim_requests(batch.id, "w", 3, NOW, NOW + LEASE)
-    await store.record_results("w", [result(batch.id, 1), result(batch.id, 2, RequestState.FAILED)])
+    claims = await store.claim_requests(batch.id, "w", 3, NOW, NOW + LEASE)
+    await store.record_results("w", [result(claims[0]), result(claims[1], RequestState.FAILED)])
     lines = [row async for row in store.finished_lines(batch.id)]
     assert [r.line for r in lines] == list(range(1, count + 1))
     assert [r.custom_id for r in lines[:2]] == ["req-1", "req-2"]
     assert [(r.state, r.result) for r in lines[:4]] == [
         (RequestState.SUCCEEDED, b'{"line":1}'),
         (RequestState.FAILED, b'{"line":2}'),
-        (RequestState.RUNNING, None),
+        (RequestState.PENDING, None),  # claimed, no result yet
         (RequestState.PENDING, None),
     ]
 
@@ -765,8 +816,8 @@ def output_file(batch: Batch, kind: str) -> StoredFile:
 async def test_finish_batch(store: SqlStore) -> None:
     """Finishing records both files, the status, its timestamp and clears the lease."""
     batch = await make_running_batch(store, lines=2, project="p")
-    await store.claim_requests(batch.id, "w", 2, NOW, NOW + LEASE)
-    await store.record_results("w", [result(batch.id, 1), result(batch.id, 2, RequestState.FAILED)])
+    claims = await store.claim_requests(batch.id, "w", 2, NOW, NOW + LEASE)
+    await store.record_results("w", [result(claims[0]), result(claims[1], RequestState.FAILED)])
     await store.claim_batch_to_finalize("f", NOW, NOW + LEASE)
     await store.enter_finalizing(batch.id, "f", NOW + 8)
     output, error = output_file(batch, "output"), output_file(batch, "error")
@@ -817,6 +868,48 @@ async def test_migrate_is_idempotent(store: SqlStore) -> None:
     file = await make_file(store)
     assert await store.db.migrate() == first
     assert await store.get_file("default", file.id) == file
+
+
+async def test_an_upgrade_keeps_a_running_batch(
+    database_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Migration 5 moves results out of the request rows: a batch running across the upgrade
+    keeps its finished lines, and every other line runs again with its attempts so far."""
+    store = await open_store(database_url, migrate=False)
+    try:
+        every = store.db.migrations()
+        monkeypatch.setattr(store.db, "migrations", lambda: [m for m in every if m[0] <= 4])
+        await store.db.migrate()
+        batch = await make_batch(store, status=BatchStatus.IN_PROGRESS)
+        async with store.db.transaction() as conn:
+            await conn.execute(
+                "UPDATE batches SET total = 3, completed = 1, model = $2 WHERE id = $1",
+                batch.id,
+                MODEL,
+            )
+            await conn.executemany(
+                "INSERT INTO requests (batch_id, line, custom_id, byte_offset, byte_length, "
+                "state, attempts, result) VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
+                [
+                    (batch.id, 1, "req-1", 0, 40, "succeeded", 1, b'{"line":1}'),
+                    (batch.id, 2, "req-2", 41, 40, "running", 2, None),
+                    (batch.id, 3, "req-3", 82, 40, "pending", 0, None),
+                ],
+            )
+        monkeypatch.undo()
+        assert await store.db.migrate() == max(v for v, _ in every)
+
+        lines = [(r.line, r.state, r.result) async for r in store.finished_lines(batch.id)]
+        assert lines == [
+            (1, RequestState.SUCCEEDED, b'{"line":1}'),
+            (2, RequestState.PENDING, None),
+            (3, RequestState.PENDING, None),
+        ]
+        claims = await store.claim_requests(batch.id, "w", 5, NOW, NOW + LEASE)
+        assert [(c.line, c.attempts, c.span) for c in claims] == [(2, 3, None), (3, 1, None)]
+        assert await store.claim_requests(batch.id, "w", 5, NOW, NOW + LEASE) == []
+    finally:
+        await store.close()
 
 
 # -- file expiry -----------------------------------------------------------------------------

@@ -584,7 +584,10 @@ class SqlStore:
             for table in ("spans", "retries"):
                 await conn.execute(f"DELETE FROM {table} WHERE batch_id = $1", batch_id)
             await conn.execute(
-                "UPDATE batches SET failed = failed + $1 WHERE id = $2", rows[0]["n"], batch_id
+                "UPDATE batches SET failed = failed + $1, next_line = "
+                "(SELECT coalesce(max(line), 0) FROM requests WHERE batch_id = $2) WHERE id = $2",
+                rows[0]["n"],
+                batch_id,
             )
 
     async def _holds_batch(self, conn: Connection, batch_id: str, owner: str) -> bool:
