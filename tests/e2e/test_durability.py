@@ -186,7 +186,10 @@ def test_three_workers_share_a_batch_and_survive_one_dying(
     assert done.status == "completed"
     output, errors = results(client, done)
     assert len(output) == 1200 and errors == []
-    assert _resends(fake, 1200) <= 8 * 4
+    # Only what the killed worker had in flight (8) or answered but not yet committed is sent
+    # again. On a loaded 2-core machine a PostgreSQL group commit can take long enough for a few
+    # dozen answers to wait on it (40-56 were seen before and after spans), hence the margin.
+    assert _resends(fake, 1200) <= 8 * 10
 
 
 def test_kill_9_while_finalizing(
