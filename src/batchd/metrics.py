@@ -111,7 +111,6 @@ class UpstreamMetrics:
 
     def __init__(self, upstream: str) -> None:
         self.name = upstream
-        self.created = time.time()
         self.models: dict[str, ModelMetrics] = {}
         self.retries: dict[str, Count] = {}
         self.sending = 0
