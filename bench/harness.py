@@ -49,6 +49,13 @@ class Batchd:
                 return int(line.split()[1]) / 1024
         return float("nan")
 
+    def cpu_seconds(self) -> float:
+        """User plus system CPU time the process has used so far (``/proc/PID/stat``)."""
+        stat = Path(f"/proc/{self.process.pid}/stat").read_text()
+        fields = stat.rsplit(")", 1)[1].split()  # the command name may hold spaces
+        utime, stime = int(fields[11]), int(fields[12])
+        return (utime + stime) / os.sysconf("SC_CLK_TCK")
+
     def upload(self, path: Path) -> str:
         with path.open("rb") as handle:
             response = self.http.post(
@@ -74,11 +81,19 @@ class Batchd:
         return batch
 
     def wait(
-        self, batch_id: str, until: set[str] | None = None, poll: float = 0.05
+        self,
+        batch_id: str,
+        until: set[str] | None = None,
+        poll: float = 0.05,
+        seen: dict[str, float] | None = None,
     ) -> dict[str, object]:
+        """Poll until the batch reaches one of ``until``; ``seen`` collects when (perf_counter)
+        each status was first polled."""
         wanted = until or TERMINAL
         while True:
             batch = self.batch(batch_id)
+            if seen is not None:
+                seen.setdefault(str(batch["status"]), time.perf_counter())
             if batch["status"] in wanted:
                 return batch
             time.sleep(poll)

@@ -38,36 +38,75 @@ def _fmt(value: float, unit: str = "") -> str:
 
 
 def _bare_loop_seconds(work: Path, input_path: Path, base_url: str, concurrency: int) -> float:
-    """The bare loop on uvloop, as batchd runs (uvicorn picks uvloop when it is installed)."""
-    started = time.perf_counter()
+    return _bare_loop(work, input_path, base_url, concurrency)[0]
+
+
+def _bare_loop(
+    work: Path, input_path: Path, base_url: str, concurrency: int
+) -> tuple[float, float]:
+    """Wall and CPU seconds of the bare loop, on uvloop as batchd runs (uvicorn picks uvloop
+    when it is installed). It runs in this process, so its CPU is this process's."""
+    started, cpu = time.perf_counter(), time.process_time()
     with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
         runner.run(run_baseline(input_path, work / "baseline.jsonl", base_url, concurrency))
-    return time.perf_counter() - started
+    return time.perf_counter() - started, time.process_time() - cpu
 
 
 OVERHEAD_PAIRS = 3
 """Baseline and batchd run alternately this many times; the median of the paired ratios is
 reported, because one run on a shared machine can be off by half."""
 
+PHASES = ("in_progress", "finalizing", "completed")
+
+
+@dataclass
+class Pair:
+    """One batch through batchd and one run of the bare loop, back to back."""
+
+    wall: float
+    bare_wall: float
+    cpu: float
+    """CPU seconds of the batchd process from create to completed: steadier than wall time on
+    a shared machine, since waiting for a CPU another process holds costs none."""
+    bare_cpu: float
+    reached: dict[str, float]
+    """Seconds from create until each status was first polled (every 0.1 s)."""
+
 
 def overhead(work: Path, requests: int, store_flags: list[str]) -> list[Row]:
     """A chat batch against an instant upstream at concurrency 64, against the bare loop."""
     source = write_chat_batch(work / "overhead.jsonl", requests)
-    pairs: list[tuple[float, float]] = []
     with (
         fake_model_server(work) as upstream,
         batchd(work, upstream, "--max-concurrency", "64", *store_flags) as server,
     ):
-        for _ in range(OVERHEAD_PAIRS):
-            bare = _bare_loop_seconds(work, source, upstream, 64)
-            file_id = server.upload(source)
-            started = time.perf_counter()
-            done = server.wait(server.create(file_id), poll=0.1)
-            pairs.append((time.perf_counter() - started, bare))
-            assert done["status"] == "completed", done
+        pairs = [_overhead_pair(work, source, upstream, server) for _ in range(OVERHEAD_PAIRS)]
         rss = server.peak_rss_mb()
-    took, bare = (statistics.median(p[i] for p in pairs) for i in (0, 1))
-    ratio = statistics.median(t / b for t, b in pairs)
+    return _overhead_rows(requests, pairs, rss)
+
+
+def _overhead_pair(work: Path, source: Path, upstream: str, server: Batchd) -> Pair:
+    bare_wall, bare_cpu = _bare_loop(work, source, upstream, 64)
+    file_id = server.upload(source)
+    cpu = server.cpu_seconds()
+    started = time.perf_counter()
+    seen: dict[str, float] = {}
+    done = server.wait(server.create(file_id), poll=0.1, seen=seen)
+    wall = time.perf_counter() - started
+    assert done["status"] == "completed", done
+    reached = {status: at - started for status, at in seen.items()}
+    return Pair(wall, bare_wall, server.cpu_seconds() - cpu, bare_cpu, reached)
+
+
+def _overhead_rows(requests: int, pairs: list[Pair], rss: float) -> list[Row]:
+    took = statistics.median(p.wall for p in pairs)
+    bare = statistics.median(p.bare_wall for p in pairs)
+    ratio = statistics.median(p.wall / p.bare_wall for p in pairs)
+    cpu, bare_cpu = (
+        statistics.median(seconds) / requests * 1e6
+        for seconds in ([p.cpu for p in pairs], [p.bare_cpu for p in pairs])
+    )
+    cpu_ratio = statistics.median(p.cpu / p.bare_cpu for p in pairs)
     return [
         Row(
             "overhead",
@@ -79,8 +118,19 @@ def overhead(work: Path, requests: int, store_flags: list[str]) -> list[Row]:
             ratio <= 1.25,
         ),
         Row("overhead", "requests/s", _fmt(requests / took), _fmt(requests / bare), "", ""),
+        Row("overhead", "CPU µs/request", _fmt(cpu), _fmt(bare_cpu), f"{cpu_ratio:.2f}", ""),
+        Row("overhead", "s to " + " / ".join(PHASES), _phases(pairs), "", "", ""),
         Row("overhead", "peak RSS MB", _fmt(rss), "", "", ""),
     ]
+
+
+def _phases(pairs: list[Pair]) -> str:
+    """The median time to each phase; a phase too short to be polled shows as -."""
+    medians = []
+    for phase in PHASES:
+        times = [p.reached[phase] for p in pairs if phase in p.reached]
+        medians.append(_fmt(statistics.median(times)) if times else "-")
+    return " / ".join(medians)
 
 
 def saturation(work: Path, requests: int, store_flags: list[str]) -> list[Row]:

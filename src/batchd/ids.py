@@ -2,19 +2,25 @@
 
 from __future__ import annotations
 
-import secrets
+import os
 import string
 
-_ALPHABET = string.ascii_letters + string.digits
+_ALPHABET = (string.ascii_letters + string.digits).encode()
+_UNBIASED = 4 * len(_ALPHABET)
+"""248: the random bytes below it map onto the alphabet exactly four times each."""
+_TO_DIGIT = bytes(_ALPHABET[byte % len(_ALPHABET)] for byte in range(256))
+_OVER = bytes(range(_UNBIASED, 256))
+_SPARE = 8
+"""Extra random bytes drawn so that the 1 in 32 rejected rarely leaves too few digits."""
 
 
 def _random(length: int) -> str:
-    number = int.from_bytes(secrets.token_bytes(length))  # 8 bits of entropy per base62 digit
-    digits = []
-    for _ in range(length):
-        number, digit = divmod(number, 62)
-        digits.append(_ALPHABET[digit])
-    return "".join(digits)
+    # Rejection sampling in C (bytes.translate) instead of a divmod loop: several times faster,
+    # and every digit stays uniform over the alphabet.
+    digits = os.urandom(length + _SPARE).translate(_TO_DIGIT, _OVER)
+    while len(digits) < length:
+        digits += os.urandom(length).translate(_TO_DIGIT, _OVER)
+    return digits[:length].decode("ascii")
 
 
 def file_id() -> str:

@@ -36,11 +36,14 @@ def answered_line(
     elif b"\n" in body or b"\r" in body:
         body = orjson.dumps(parsed)
     succeeded = 200 <= status < 300
-    head = orjson.dumps({"id": ids.batch_request_id(), "custom_id": custom_id})[:-1]
-    response = orjson.dumps({"status_code": status, "request_id": request_id or ids.request_id()})[
-        :-1
-    ]
-    line = head + b',"response":' + response + b',"body":' + body + b'},"error":null}'
+    response = {
+        "status_code": status,
+        "request_id": request_id or ids.request_id(),
+        "body": orjson.Fragment(body),
+    }
+    line = orjson.dumps(
+        {"id": ids.batch_request_id(), "custom_id": custom_id, "response": response, "error": None}
+    )
     state = RequestState.SUCCEEDED if succeeded else RequestState.FAILED
     return state, line, usage_of(parsed) if succeeded else None
 
@@ -68,26 +71,35 @@ def usage_of(body: dict[str, Any]) -> Usage | None:
     usage = body.get("usage")
     if not isinstance(usage, dict):
         return None
-    input_details = _object(usage, "prompt_tokens_details", "input_tokens_details")
-    output_details = _object(usage, "completion_tokens_details", "output_tokens_details")
-    input_tokens = _int(usage.get("prompt_tokens", usage.get("input_tokens")))
-    output_tokens = _int(usage.get("completion_tokens", usage.get("output_tokens")))
+    input_tokens = _int(_either(usage, "prompt_tokens", "input_tokens"))
+    output_tokens = _int(_either(usage, "completion_tokens", "output_tokens"))
     return Usage(
         input_tokens=input_tokens,
-        cached_tokens=_int(input_details.get("cached_tokens")),
+        cached_tokens=_detail(
+            usage, "prompt_tokens_details", "input_tokens_details", "cached_tokens"
+        ),
         output_tokens=output_tokens,
-        reasoning_tokens=_int(output_details.get("reasoning_tokens")),
+        reasoning_tokens=_detail(
+            usage, "completion_tokens_details", "output_tokens_details", "reasoning_tokens"
+        ),
         total_tokens=_int(usage.get("total_tokens", input_tokens + output_tokens)),
     )
 
 
-def _object(usage: dict[str, Any], *names: str) -> dict[str, Any]:
-    """The first of ``names`` that holds an object; servers differ in which they send."""
-    for name in names:
-        value = usage.get(name)
-        if isinstance(value, dict):
-            return value
-    return {}
+def _either(usage: dict[str, Any], name: str, other: str) -> object:
+    """``name`` when present (even if null), else ``other``."""
+    return usage[name] if name in usage else usage.get(other)
+
+
+def _detail(usage: dict[str, Any], name: str, other: str, count: str) -> int:
+    """``count`` from the first of ``name``, ``other`` that holds an object; servers differ in
+    which they send."""
+    details = usage.get(name)
+    if not isinstance(details, dict):
+        details = usage.get(other)
+        if not isinstance(details, dict):
+            return 0
+    return _int(details.get(count))
 
 
 def _int(value: object) -> int:

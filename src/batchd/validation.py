@@ -6,7 +6,7 @@ size validates in bounded memory, and it reports every bad line rather than the 
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -24,6 +24,8 @@ REQUIRED_BODY_FIELDS = {
     "/v1/responses": ("model", "input"),
     "/v1/moderations": ("model", "input"),
 }
+ENVELOPE_FIELDS_IN_ORDER = ("custom_id", "method", "url", "body")
+ENVELOPE_FIELDS = frozenset(ENVELOPE_FIELDS_IN_ORDER)
 
 
 @dataclass(frozen=True)
@@ -50,7 +52,10 @@ class Outcome:
 
 
 class LineValidator:
-    """Feed it the lines of one input file, in order; read ``outcome`` at the end."""
+    """Feed it the lines of one input file, in order; read ``outcome`` at the end.
+
+    A valid line takes one pass of cheap checks; the messages are built only for a bad one.
+    """
 
     def __init__(self, rules: Rules) -> None:
         self.rules = rules
@@ -58,12 +63,15 @@ class LineValidator:
         self._custom_ids: set[str] = set()
         self._embedding_inputs = 0
         self._model_served = False
+        self._required = REQUIRED_BODY_FIELDS[rules.endpoint]
+        self._counts_inputs = rules.endpoint == "/v1/embeddings"
 
     def feed(self, number: int, offset: int, raw: bytes) -> IndexedLine | None:
         """One line (without its newline); the line to index when it is valid."""
-        errors_before = self.outcome.error_count
+        outcome = self.outcome
+        errors_before = outcome.error_count
         custom_id = self._check(number, raw)
-        if custom_id is None or self.outcome.error_count > errors_before:
+        if custom_id is None or outcome.error_count != errors_before:
             return None
         return IndexedLine(number, custom_id, offset, len(raw))
 
@@ -89,13 +97,8 @@ class LineValidator:
 
     def _check(self, number: int, raw: bytes) -> str | None:
         self.outcome.total += 1
-        if self.outcome.total == self.rules.max_requests + 1:
-            self._fail(
-                number,
-                "invalid_request",
-                f"The input file has more than {self.rules.max_requests} requests, "
-                "the limit for one batch.",
-            )
+        if self.outcome.total > self.rules.max_requests:
+            self._too_many(number)
         try:
             request = orjson.loads(raw)
         except orjson.JSONDecodeError:
@@ -107,10 +110,42 @@ class LineValidator:
         body = request.get("body")
         if isinstance(body, dict):
             self._check_body(number, body)
+        elif "body" in request:
+            self._fail(number, "invalid_request", "body must be a JSON object.", "body")
         return custom_id
 
+    def _too_many(self, number: int) -> None:
+        if self.outcome.total == self.rules.max_requests + 1:  # reported once, at the first
+            self._fail(
+                number,
+                "invalid_request",
+                f"The input file has more than {self.rules.max_requests} requests, "
+                "the limit for one batch.",
+            )
+
     def _check_envelope(self, number: int, request: dict[str, Any]) -> str | None:
-        for name in ("custom_id", "method", "url", "body"):
+        if not ENVELOPE_FIELDS.issubset(request):
+            self._report_missing(number, request)
+        custom_id = request.get("custom_id")
+        if not isinstance(custom_id, str):
+            if "custom_id" in request:
+                self._fail(number, "invalid_request", "custom_id must be a string.", "custom_id")
+            custom_id = None
+        else:
+            self._check_unique(number, custom_id)
+        if request.get("method", "POST") != "POST":
+            self._fail(number, "invalid_request", "Only the POST method is supported.", "method")
+        if request.get("url", self.rules.endpoint) != self.rules.endpoint:
+            self._fail(
+                number,
+                "invalid_url",
+                f"The url must match the batch endpoint '{self.rules.endpoint}'.",
+                "url",
+            )
+        return custom_id
+
+    def _report_missing(self, number: int, request: dict[str, Any]) -> None:
+        for name in ENVELOPE_FIELDS_IN_ORDER:
             if name not in request:
                 self._fail(
                     number,
@@ -118,34 +153,20 @@ class LineValidator:
                     f"Missing required parameter: '{name}'.",
                     name,
                 )
-        custom_id = request.get("custom_id")
-        if "custom_id" in request and not isinstance(custom_id, str):
-            self._fail(number, "invalid_request", "custom_id must be a string.", "custom_id")
-            custom_id = None
-        if isinstance(custom_id, str):
-            if custom_id in self._custom_ids:
-                self._fail(
-                    number,
-                    "duplicate_custom_id",
-                    f"The custom_id '{custom_id}' appears more than once in the file.",
-                    "custom_id",
-                )
-            self._custom_ids.add(custom_id)
-        if "method" in request and request["method"] != "POST":
-            self._fail(number, "invalid_request", "Only the POST method is supported.", "method")
-        if "url" in request and request["url"] != self.rules.endpoint:
+
+    def _check_unique(self, number: int, custom_id: str) -> None:
+        seen = len(self._custom_ids)
+        self._custom_ids.add(custom_id)
+        if len(self._custom_ids) == seen:  # one hash lookup instead of "in" then "add"
             self._fail(
                 number,
-                "invalid_url",
-                f"The url must match the batch endpoint '{self.rules.endpoint}'.",
-                "url",
+                "duplicate_custom_id",
+                f"The custom_id '{custom_id}' appears more than once in the file.",
+                "custom_id",
             )
-        if "body" in request and not isinstance(request["body"], dict):
-            self._fail(number, "invalid_request", "body must be a JSON object.", "body")
-        return custom_id
 
     def _check_body(self, number: int, body: dict[str, Any]) -> None:
-        for name in REQUIRED_BODY_FIELDS[self.rules.endpoint]:
+        for name in self._required:
             if name not in body:
                 self._fail(
                     number,
@@ -160,14 +181,15 @@ class LineValidator:
                 "Streaming is not supported in batches.",
                 "body.stream",
             )
-        if self.rules.endpoint == "/v1/embeddings":
+        if self._counts_inputs:
             given = body.get("input")
             self._embedding_inputs += (
                 len(given) if isinstance(given, list) and _is_list_of_inputs(given) else 1
             )
         model = body.get("model")
         if isinstance(model, str):
-            self._check_model(number, model)
+            if model != self.outcome.model or not self._model_served:
+                self._check_model(number, model)
         elif "model" in body:
             self._fail(number, "invalid_request", "model must be a string.", "body.model")
 
@@ -198,22 +220,12 @@ async def iter_lines(chunks: AsyncIterator[bytes]) -> AsyncIterator[tuple[int, i
     """``(line number, byte offset, line)`` for every non-blank line of a byte stream."""
     number, offset, carry = 0, 0, b""
     async for chunk in chunks:
-        data = carry + chunk
-        start = 0
-        for end in _newlines(data):
+        lines = (carry + chunk).split(b"\n")
+        carry = lines.pop()  # the part after the last newline: the start of a line
+        for line in lines:
             number += 1
-            line = data[start:end]
-            if line.strip():
-                yield number, offset + start, line.rstrip(b"\r")
-            start = end + 1
-        offset += start
-        carry = data[start:]
-    if carry.strip():
+            if line and not line.isspace():
+                yield number, offset, line.rstrip(b"\r")
+            offset += len(line) + 1
+    if carry and not carry.isspace():
         yield number + 1, offset, carry.rstrip(b"\r")
-
-
-def _newlines(data: bytes) -> Iterator[int]:
-    position = data.find(b"\n")
-    while position != -1:
-        yield position
-        position = data.find(b"\n", position + 1)

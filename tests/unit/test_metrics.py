@@ -125,3 +125,31 @@ async def test_scrape_without_a_store_serves_the_counters(store: SqlStore) -> No
     got = samples_of(await metrics.scrape(store))
     assert not any(name == "batchd_batches" for name, _ in got)
     assert sample(got, "batchd_upstream_requests_total", upstream="u", model="m", status="200") == 1
+
+
+def test_a_latency_on_a_bucket_bound_counts_in_that_bucket() -> None:
+    """Buckets are "less than or equal": 25 ms lands in le=0.025, a hair more does not."""
+    metrics = Metrics()
+    model = metrics.upstream("u").model("m")
+    model.sent(200, 0.025)
+    model.sent(200, 0.0250001)
+    got = samples_of(generate_latest(metrics.registry))
+    latency = "batchd_upstream_request_duration_seconds"
+    assert sample(got, latency + "_bucket", le="0.025", upstream="u", model="m") == 1
+    assert sample(got, latency + "_bucket", le="0.05", upstream="u", model="m") == 2
+    assert sample(got, latency + "_sum", upstream="u", model="m") == pytest.approx(0.0500001)
+
+
+def test_tokens_of_one_model_on_two_upstreams_add_up() -> None:
+    """Tokens are by model only, so two upstreams serving it count into one series; a status
+    given as a number and as text is one series too."""
+    metrics = Metrics()
+    metrics.upstream("a").model("m").used(Usage(input_tokens=2, output_tokens=1))
+    metrics.upstream("b").model("m").used(Usage(input_tokens=3, output_tokens=4))
+    metrics.upstream("a").model("m").sent(500, 0.1)
+    metrics.upstream("a").model("m").sent("500", 0.1)
+    got = samples_of(generate_latest(metrics.registry))
+    assert sample(got, "batchd_input_tokens_total", model="m") == 5
+    assert sample(got, "batchd_output_tokens_total", model="m") == 5
+    assert sample(got, "batchd_upstream_requests_total", upstream="a", model="m", status="500") == 2
+    assert metrics.upstream("a") is metrics.upstream("a")
