@@ -28,10 +28,9 @@ TERMINAL = frozenset(
 
 
 class RequestState(StrEnum):
-    """Where one input line stands. Only ``pending`` and ``running`` are unfinished."""
+    """Where one input line stands. ``pending``: no result yet (waiting, claimed or in flight)."""
 
     PENDING = "pending"
-    RUNNING = "running"
     SUCCEEDED = "succeeded"  # a 2xx answer: its line goes to the output file
     FAILED = "failed"  # a final error: its line goes to the error file
     EXPIRED = "expired"  # never finished before the window ended: a batch_expired line
