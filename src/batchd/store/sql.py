@@ -25,9 +25,13 @@ from batchd.store.base import Connection, Database, Page, Row
 
 _FILE_COLUMNS = "id, project, purpose, filename, bytes, created_at, expires_at, blob_key"
 _PAGE_OF_RESULTS = 1000
+_LINE_STATES: dict[str | None, RequestState] = {
+    None: RequestState.PENDING,  # no result yet
+    **{state.value: state for state in RequestState},
+}
 
 
-@dataclass(frozen=True)
+@dataclass(slots=True)
 class FinishedLine:
     line: int
     custom_id: str
@@ -633,7 +637,7 @@ class SqlStore:
             FinishedLine(
                 r["line"],
                 r["custom_id"],
-                RequestState(r["state"] or RequestState.PENDING),
+                _LINE_STATES[r["state"]],
                 _bytes(r["result"]),
             )
             for r in rows
