@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import signal
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -111,7 +112,18 @@ def worker(config: Path | None, completion_windows: str | None, **flags: Any) ->
     """Run batches without serving the API."""
     settings = _settings(config, completion_windows=_windows(completion_windows), **flags)
     configure_logging(settings.log_level, settings.log_format)
-    asyncio.run(_run_worker(settings))
+    with asyncio.Runner(loop_factory=_fast_loop_factory()) as runner:
+        runner.run(_run_worker(settings))
+
+
+def _fast_loop_factory() -> Callable[[], asyncio.AbstractEventLoop] | None:
+    """uvloop's event loop where it is installed (with uvicorn[standard], as ``serve`` uses it):
+    the worker spends most of its CPU in the loop and the HTTP client it drives."""
+    try:
+        import uvloop
+    except ImportError:
+        return None
+    return uvloop.new_event_loop
 
 
 async def _run_worker(settings: Settings) -> None:

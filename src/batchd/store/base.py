@@ -66,8 +66,10 @@ class Database(ABC):
         """A write transaction, committed on exit, rolled back on an exception.
 
         ``durable=False`` lets the engine skip the sync to disk at commit, for writes that are
-        safe to lose on a power cut (not on a process crash): claims and results, which at worst
-        are redone. Answers the API gives are always durable."""
+        safe to lose on a power cut (not on a process crash) because they are redone: claims,
+        results, and the worker's steps between a batch's statuses (leases, ``in_progress``,
+        ``finalizing``, closing lines). Answers the API gives, and the terminal statuses with
+        the file ids they hand out, are always durable."""
 
     @abstractmethod
     def reader(self) -> AbstractAsyncContextManager[Connection]:

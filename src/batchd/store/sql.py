@@ -202,7 +202,7 @@ class SqlStore:
         async with self.db.reader() as conn:
             if not await conn.fetch(f"SELECT 1 FROM batches WHERE {condition} LIMIT 1", now):
                 return None
-        async with self.db.transaction() as conn:
+        async with self.db.transaction(durable=False) as conn:
             rows = await conn.fetch(
                 f"SELECT id FROM batches WHERE {condition} ORDER BY seq LIMIT 1 "
                 f"{self.db.skip_locked}",
@@ -243,7 +243,7 @@ class SqlStore:
         self, batch_id: str, owner: str, total: int, model: str, now: int
     ) -> None:
         """Validation passed: set the total and start running (unless cancelled meanwhile)."""
-        async with self.db.transaction() as conn:
+        async with self.db.transaction(durable=False) as conn:
             await conn.execute(
                 "UPDATE batches SET total = $1, model = $2, "
                 "in_progress_at = CASE WHEN status = 'validating' THEN $3 ELSE in_progress_at END, "
@@ -561,7 +561,7 @@ class SqlStore:
     # -- the worker: finalizing ----------------------------------------------------------------
 
     async def enter_finalizing(self, batch_id: str, owner: str, now: int) -> None:
-        async with self.db.transaction() as conn:
+        async with self.db.transaction(durable=False) as conn:
             await conn.execute(
                 "UPDATE batches SET status = 'finalizing', finalizing_at = $1 "
                 "WHERE id = $2 AND lease_owner = $3 AND status = 'in_progress'",
@@ -576,7 +576,7 @@ class SqlStore:
             "FROM requests q WHERE q.batch_id = $1 AND NOT EXISTS "
             "(SELECT 1 FROM results s WHERE s.batch_id = $1 AND s.line = q.line)"
         )
-        async with self.db.transaction() as conn:
+        async with self.db.transaction(durable=False) as conn:
             if not await self._holds_batch(conn, batch_id, owner):
                 return
             rows = await conn.fetch(f"SELECT count(*) AS n {unfinished}", batch_id)
