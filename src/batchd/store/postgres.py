@@ -44,6 +44,14 @@ class _PostgresConnection(Connection):
             return list(await self._conn.fetch(sql, *args))
 
 
+SESSION_SETTINGS = {"enable_bitmapscan": "off"}
+"""Every query batchd makes reads a few rows by key, in key order. Right after a batch's lines
+are inserted the planner's statistics do not know them, and it read "the next 512 lines" as a
+bitmap scan of every remaining line of the batch plus a sort: 4 ms a claim at 20,000 lines,
+growing with the batch (quadratic in all). Without bitmap scans it walks the primary key in
+order and stops at the limit: 0.1-0.2 ms."""
+
+
 class PostgresDatabase(Database):
     dialect = "postgres"
     skip_locked = "FOR UPDATE SKIP LOCKED"
@@ -66,7 +74,10 @@ class PostgresDatabase(Database):
     async def open(self) -> None:
         try:
             self._pool = await asyncpg.create_pool(
-                self._dsn, min_size=self._sizes[0], max_size=self._sizes[1]
+                self._dsn,
+                min_size=self._sizes[0],
+                max_size=self._sizes[1],
+                server_settings=SESSION_SETTINGS,
             )
         except (OSError, asyncpg.PostgresError) as exc:
             raise StoreError(f"cannot connect to PostgreSQL: {exc}") from exc
