@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import Any
 
@@ -481,6 +482,31 @@ async def test_a_claim_takes_its_limit_when_the_planner_has_not_seen_the_batch(
         again = await store.claim_requests(batch.id, "w", 100, NOW, NOW + LEASE)
 
         assert [c.line for c in again] == list(range(1, 101))
+    finally:
+        await store.close()
+
+
+@pytest.mark.postgres
+async def test_the_next_lines_of_a_new_batch_are_read_by_walking_its_key(
+    postgres_url: str,
+) -> None:
+    """Right after a batch is inserted the planner's statistics do not know it; reading its next
+    lines must still walk the key and stop at the limit, not read the whole batch and sort it
+    (which made every claim cost more the larger the batch)."""
+    store = await open_store(postgres_url)
+    try:
+        await make_running_batch(store, lines=3000)
+        batch = await make_running_batch(store, lines=3000)
+        async with store.db.reader() as conn:
+            rows = await conn.fetch(
+                "EXPLAIN (FORMAT JSON) SELECT line FROM requests "
+                "WHERE batch_id = $1 AND line > $2 ORDER BY line LIMIT 512",
+                batch.id,
+                0,
+            )
+        plan = json.loads(rows[0]["QUERY PLAN"])[0]["Plan"]
+        assert plan["Node Type"] == "Limit"
+        assert plan["Plans"][0]["Node Type"] in ("Index Scan", "Index Only Scan")
     finally:
         await store.close()
 
