@@ -29,11 +29,27 @@ TERMINAL = {"completed", "failed", "expired", "cancelled"}
 
 @contextlib.contextmanager
 def fake_model_server(workdir: Path, **options: object) -> Iterator[str]:
+    with fake_model_server_process(workdir, **options) as (_, base_url):
+        yield base_url
+
+
+@contextlib.contextmanager
+def fake_model_server_process(
+    workdir: Path, **options: object
+) -> Iterator[tuple[subprocess.Popen[bytes], str]]:
     process, base_url = start_model_server_process(workdir, **options)  # type: ignore[arg-type]
     try:
-        yield base_url
+        yield process, base_url
     finally:
         stop_model_server_process(process)
+
+
+def cpu_seconds(pid: int) -> float:
+    """User plus system CPU time a process has used so far (``/proc/PID/stat``)."""
+    stat = Path(f"/proc/{pid}/stat").read_text()
+    fields = stat.rsplit(")", 1)[1].split()  # the command name may hold spaces
+    utime, stime = int(fields[11]), int(fields[12])
+    return (utime + stime) / os.sysconf("SC_CLK_TCK")
 
 
 @dataclass
@@ -50,11 +66,7 @@ class Batchd:
         return float("nan")
 
     def cpu_seconds(self) -> float:
-        """User plus system CPU time the process has used so far (``/proc/PID/stat``)."""
-        stat = Path(f"/proc/{self.process.pid}/stat").read_text()
-        fields = stat.rsplit(")", 1)[1].split()  # the command name may hold spaces
-        utime, stime = int(fields[11]), int(fields[12])
-        return (utime + stime) / os.sysconf("SC_CLK_TCK")
+        return cpu_seconds(self.process.pid)
 
     def upload(self, path: Path) -> str:
         with path.open("rb") as handle:

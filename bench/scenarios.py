@@ -16,7 +16,9 @@ from bench.baseline import run_baseline
 from bench.harness import (
     Batchd,
     batchd,
+    cpu_seconds,
     fake_model_server,
+    fake_model_server_process,
     write_chat_batch,
     write_embeddings_batch,
 )
@@ -71,6 +73,29 @@ class Pair:
     bare_cpu: float
     reached: dict[str, float]
     """Seconds from create until each status was first polled (every 0.1 s)."""
+
+
+def fake_ceiling(work: Path, requests: int, store_flags: list[str]) -> list[Row]:
+    """The fake model server's own ceiling, so that no scenario mistakes it for batchd's: its CPU
+    per request while the bare loop drives it, and the requests per second one core of it could
+    therefore serve."""
+    source = write_chat_batch(work / "ceiling.jsonl", requests)
+    with fake_model_server_process(work) as (process, upstream):
+        before = cpu_seconds(process.pid)
+        _bare_loop(work, source, upstream, 64)
+        used = cpu_seconds(process.pid) - before
+    ceiling = requests / used
+    return [
+        Row("fake server", "CPU µs per request", "", _fmt(used / requests * 1e6), "", ""),
+        Row(
+            "fake server",
+            "ceiling requests/s on one core",
+            "",
+            _fmt(ceiling),
+            "",
+            "above every rate below",
+        ),
+    ]
 
 
 def overhead(work: Path, requests: int, store_flags: list[str]) -> list[Row]:
@@ -380,6 +405,7 @@ def embeddings(work: Path, requests: int, store_flags: list[str]) -> list[Row]:
 
 
 SCENARIOS = {
+    "fake": fake_ceiling,
     "overhead": overhead,
     "saturation": saturation,
     "ingest": ingest,
