@@ -883,6 +883,35 @@ async def test_finish_batch_needs_the_lease(store: SqlStore) -> None:
     assert await store.get_file(batch.project, output.id) is None
 
 
+async def test_a_finished_batch_drops_its_lines_and_only_its_own(store: SqlStore) -> None:
+    """Once a batch is finished its lines and results go, in chunks, leaving other batches'."""
+    batch = await make_running_batch(store, lines=12_000)
+    other = await make_running_batch(store, lines=3)
+    claims = await store.claim_requests(batch.id, "w", 6000, NOW, NOW + LEASE)
+    await store.record_results("w", [result(c) for c in claims])
+    claimed = await store.claim_batch_to_finalize("f", NOW + DAY, NOW + DAY + LEASE)
+    assert claimed is not None and claimed.id == batch.id
+    await store.skip_unfinished(batch.id, "f", RequestState.EXPIRED)
+    assert await store.finish_batch(batch.id, "f", BatchStatus.EXPIRED, NOW + DAY, None, None)
+    assert await store.batches_with_lines_left() == [batch.id]
+
+    await store.drop_lines(batch.id)
+
+    assert await store.batches_with_lines_left() == []
+    assert [row async for row in store.finished_lines(batch.id)] == []
+    assert await request_count(store, other.id) == 3
+    assert (await fetch(store, batch.id)).failed == 6000  # the counters stay
+
+
+async def test_finish_batch_without_the_lease_says_so(store: SqlStore) -> None:
+    """A worker that lost the batch's lease learns that it did not finish it (and so must not
+    drop its lines)."""
+    batch = await make_running_batch(store, lines=1)
+    await store.claim_batch_to_finalize("f", NOW + DAY, NOW + DAY + LEASE)
+    assert not await store.finish_batch(batch.id, "g", BatchStatus.EXPIRED, NOW, None, None)
+    assert await store.batches_with_lines_left() == []  # it is not finished
+
+
 # -- migrations ------------------------------------------------------------------------------
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import random
 import signal
+import sqlite3
 import time
 from pathlib import Path
 
@@ -214,3 +215,34 @@ def test_kill_9_while_finalizing(
     assert len(output) == 20000 and errors == []
     assert _resends(fake, 20000) == 0
     assert len(server.client().files.list(purpose="batch_output").data) == 1
+
+
+def test_lines_a_stopped_worker_left_of_a_finished_batch_go_at_the_next_start(
+    start_server: ServerFactory, fake: ModelServer, tmp_path: Path
+) -> None:
+    """A worker killed between finishing a batch and dropping its lines leaves them behind; the
+    next worker to start deletes them."""
+    data = tmp_path / "data"
+    server = start_server(data_dir=data)
+    client = server.client()
+    batch = submit(client, tmp_path, [request_line(i) for i in range(5)])
+    assert wait_for_batch(client, batch.id).status == "completed"
+    server.stop()
+    database = data / "batchd.db"
+    with sqlite3.connect(database) as conn:  # what a kill before the drop would have left
+        conn.executemany(
+            "INSERT INTO requests (batch_id, line, custom_id, byte_offset, byte_length) "
+            "VALUES (?, ?, 'c', 0, 1)",
+            [(batch.id, line) for line in range(1, 6)],
+        )
+    start_server(data_dir=data)
+    deadline = time.monotonic() + 10
+    while _lines_of(database, batch.id) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert _lines_of(database, batch.id) == 0
+
+
+def _lines_of(database: Path, batch_id: str) -> int:
+    with sqlite3.connect(database) as conn:
+        row = conn.execute("SELECT count(*) FROM requests WHERE batch_id = ?", (batch_id,))
+        return int(row.fetchone()[0])

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import sqlite3
+import time
 from pathlib import Path
 from typing import Any
 
@@ -12,7 +14,7 @@ from openai.types import Batch, Completion, CreateEmbeddingResponse, ModerationC
 from openai.types.chat import ChatCompletion
 from openai.types.responses import Response
 
-from tests.e2e.conftest import ModelServer, Server, wait_for_batch
+from tests.e2e.conftest import ModelServer, Server, ServerFactory, wait_for_batch
 from tests.e2e.lines import request_line, results, submit
 
 RESPONSE_TYPES: dict[str, Any] = {
@@ -127,3 +129,32 @@ def test_the_async_client_works_too(server: Server, fake: ModelServer, tmp_path:
             return batch.status
 
     assert asyncio.run(run()) == "completed"
+
+
+def test_a_finished_batch_leaves_no_lines_in_the_database(
+    start_server: ServerFactory, fake: ModelServer, tmp_path: Path
+) -> None:
+    """The output and error files hold every result: the store keeps none of a finished batch's
+    lines, so the database does not grow with every line ever run."""
+    data = tmp_path / "data"
+    client = start_server(data_dir=data).client()
+    (tmp_path / "input").mkdir()
+    batch = submit(client, tmp_path / "input", [request_line(i) for i in range(50)])
+    done = wait_for_batch(client, batch.id)
+    assert done.status == "completed"
+    deadline = time.monotonic() + 10
+    while _rows_of(data / "batchd.db", batch.id) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert _rows_of(data / "batchd.db", batch.id) == 0
+    output, errors = results(client, done)
+    assert len(output) == 50 and errors == []
+
+
+def _rows_of(database: Path, batch_id: str) -> int:
+    with sqlite3.connect(database) as conn:
+        return sum(
+            conn.execute(
+                f"SELECT count(*) FROM {table} WHERE batch_id = ?", (batch_id,)
+            ).fetchone()[0]
+            for table in ("requests", "results", "spans", "retries")
+        )

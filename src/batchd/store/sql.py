@@ -25,6 +25,7 @@ from batchd.store.base import Connection, Database, Page, Row
 
 _FILE_COLUMNS = "id, project, purpose, filename, bytes, created_at, expires_at, blob_key"
 _PAGE_OF_RESULTS = 1000
+_DROP_CHUNK = 5000
 _LINE_STATES = {state.value: state for state in RequestState}
 
 
@@ -655,12 +656,13 @@ class SqlStore:
         now: int,
         output: StoredFile | None,
         error: StoredFile | None,
-    ) -> None:
-        """Record the result files and the terminal status in one transaction."""
+    ) -> bool:
+        """Record the result files and the terminal status in one transaction; whether this
+        owner still held the batch and did."""
         stamp = TIMESTAMP_FIELD[status]
         async with self.db.transaction() as conn:
             if not await self._holds_batch(conn, batch_id, owner):
-                return
+                return False
             for file in (output, error):
                 if file is not None:
                     await _insert_file(conn, file)
@@ -673,6 +675,41 @@ class SqlStore:
                 error.id if error else None,
                 batch_id,
             )
+        return True
+
+    async def drop_lines(self, batch_id: str) -> None:
+        """Delete a finished batch's lines and results (its output and error files hold them now),
+        a chunk per transaction so that a million-line batch never holds the writer for long."""
+        for table in ("results", "requests"):
+            while await self._drop_chunk(table, batch_id):
+                pass
+        async with self.db.transaction(durable=False) as conn:
+            for table in ("spans", "retries"):
+                await conn.execute(f"DELETE FROM {table} WHERE batch_id = $1", batch_id)
+
+    async def _drop_chunk(self, table: str, batch_id: str) -> bool:
+        """Delete up to a chunk of a batch's rows from ``table``; whether a whole chunk went."""
+        key = self.db.row_key
+        async with self.db.transaction(durable=False) as conn:
+            rows = await conn.fetch(
+                f"DELETE FROM {table} WHERE batch_id = $1 AND {key} "
+                + self.db.among(
+                    f"SELECT {key} FROM {table} WHERE batch_id = $1 LIMIT {_DROP_CHUNK}"
+                )
+                + " RETURNING line",
+                batch_id,
+            )
+        return len(rows) == _DROP_CHUNK
+
+    async def batches_with_lines_left(self) -> list[str]:
+        """Finished batches that still have lines: a worker stopped before dropping them."""
+        async with self.db.reader() as conn:
+            rows = await conn.fetch(
+                f"SELECT id FROM batches b WHERE status IN {_statuses(TERMINAL)} "
+                "AND (EXISTS (SELECT 1 FROM requests r WHERE r.batch_id = b.id) "
+                "OR EXISTS (SELECT 1 FROM results s WHERE s.batch_id = b.id)) ORDER BY seq"
+            )
+        return [r["id"] for r in rows]
 
     # -- observability -----------------------------------------------------------------------
 

@@ -36,7 +36,8 @@ class Finalizer:
         if target in _SKIP_STATE:
             await self._store.skip_unfinished(batch.id, owner, _SKIP_STATE[target])
         output, error = await self._write_files(batch, now)
-        await self._store.finish_batch(batch.id, owner, target, now, output, error)
+        if await self._store.finish_batch(batch.id, owner, target, now, output, error):
+            await self._store.drop_lines(batch.id)
         return target
 
     async def _target(self, batch: Batch) -> BatchStatus:

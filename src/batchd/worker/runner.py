@@ -186,6 +186,11 @@ class Worker:
 
     async def _housekeeping(self) -> None:
         interval = self._settings.lease_seconds / 3
+        try:
+            for batch_id in await self._store.batches_with_lines_left():
+                await self._store.drop_lines(batch_id)
+        except Exception:
+            log.exception("housekeeping_failed")
         while not self._stopping.is_set():
             try:
                 until = self._lease_until()
