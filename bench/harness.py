@@ -68,6 +68,16 @@ class Batchd:
     def cpu_seconds(self) -> float:
         return cpu_seconds(self.process.pid)
 
+    def wait_idle(self, within: float = 60.0) -> None:
+        """Return once the server has stopped working (after a batch it deletes the batch's
+        rows), so that the next baseline does not share the machine with it."""
+        deadline = time.monotonic() + within
+        while time.monotonic() < deadline:
+            before = self.cpu_seconds()
+            time.sleep(0.2)
+            if self.cpu_seconds() - before < 0.02:
+                return
+
     def upload(self, path: Path) -> str:
         with path.open("rb") as handle:
             response = self.http.post(

@@ -111,6 +111,7 @@ def overhead(work: Path, requests: int, store_flags: list[str]) -> list[Row]:
 
 
 def _overhead_pair(work: Path, source: Path, upstream: str, server: Batchd) -> Pair:
+    server.wait_idle()
     bare_wall, bare_cpu = _bare_loop(work, source, upstream, 64)
     file_id = server.upload(source)
     cpu = server.cpu_seconds()
@@ -261,6 +262,7 @@ def many_small(work: Path, requests: int, store_flags: list[str]) -> list[Row]:
         server.wait(server.create(file_id), poll=0.1)
         one = time.perf_counter() - started
         file_ids = [server.upload(path) for path in smalls]
+        server.wait_idle()
         started = time.perf_counter()
         ids = [server.create(f) for f in file_ids]
         statuses = [server.wait(i, poll=0.1)["status"] for i in ids]
