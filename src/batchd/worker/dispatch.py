@@ -283,7 +283,7 @@ class Dispatcher:
                 claim.custom_id, "invalid_request", "The input line could not be read back."
             )
             return RequestResult(
-                claim.batch_id, claim.line, RequestState.FAILED, line, None, claim.span
+                claim.batch_id, claim.line, RequestState.FAILED, line, span=claim.span
             )
         headers = {
             "x-batchd-batch-id": claim.batch_id,
@@ -310,9 +310,7 @@ class Dispatcher:
             self._metrics.retried(reason)
             return self._again(claim, self._retry.backoff(claim.attempts), refund)
         line = unanswered_line(claim.custom_id, exc.code, exc.message)
-        return RequestResult(
-            claim.batch_id, claim.line, RequestState.FAILED, line, None, claim.span
-        )
+        return RequestResult(claim.batch_id, claim.line, RequestState.FAILED, line, span=claim.span)
 
     def _answered(
         self, claim: ClaimedRequest, response: UpstreamResponse, observed: ModelMetrics
@@ -334,7 +332,7 @@ class Dispatcher:
         )
         if usage is not None:
             observed.used(usage)
-        return RequestResult(claim.batch_id, claim.line, state, line, usage, claim.span)
+        return RequestResult(claim.batch_id, claim.line, state, line, usage, span=claim.span)
 
     def _again(self, claim: ClaimedRequest, delay: float, refund: bool) -> RequestResult:
         """Try the line again later.

@@ -1,5 +1,6 @@
 """The worker: loops that validate, dispatch and finalize, plus the housekeeping that keeps leases
-alive. (Work whose worker died is taken over by claims, once its lease has run out.)"""
+alive and, at start, deletes the lines a stopped worker left of batches already finished. (Work
+whose worker died is taken over by claims, once its lease has run out.)"""
 
 from __future__ import annotations
 
