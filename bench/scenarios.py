@@ -12,6 +12,7 @@ from pathlib import Path
 import httpx
 import uvloop
 
+from bench import inprocess
 from bench.baseline import run_baseline
 from bench.harness import (
     Batchd,
@@ -370,6 +371,46 @@ def scale(work: Path, requests: int, store_flags: list[str]) -> list[Row]:
     ]
 
 
+INPROCESS_RUNS = 3
+
+
+def in_process(work: Path, requests: int, store_flags: list[str]) -> list[Row]:
+    """batchd's own CPU per request without HTTP, by phase, against the bare loop's own work
+    (``bench/inprocess.py``); medians of three runs. A steadier figure than wall time."""
+    source = write_chat_batch(work / "inprocess.jsonl", requests)
+    database_url = store_flags[1] if store_flags else None
+    runs = [
+        inprocess.batchd_cpu(work / f"run-{i}", source, requests, database_url)
+        for i in range(INPROCESS_RUNS)
+    ]
+    bare = statistics.median(inprocess.bare_cpu(source) for _ in range(INPROCESS_RUNS))
+
+    def per_request(seconds: list[float]) -> float:
+        return statistics.median(seconds) / requests * 1e6
+
+    total = per_request([r["completed"] for r in runs])
+    phases = [
+        ("validating and indexing", [r["in_progress"] for r in runs]),
+        ("dispatching", [r["finalizing"] - r["in_progress"] for r in runs]),
+        ("finalizing", [r["completed"] - r["finalizing"] for r in runs]),
+    ]
+    bare_us = bare / requests * 1e6
+    return [
+        Row(
+            "in-process",
+            f"{requests:,} requests, CPU µs/request without HTTP",
+            _fmt(total),
+            _fmt(bare_us),
+            f"{total / bare_us:.2f}",
+            "",
+        ),
+        *(
+            Row("in-process", f"… of which {name}", _fmt(per_request(seconds)), "", "", "")
+            for name, seconds in phases
+        ),
+    ]
+
+
 def embeddings(work: Path, requests: int, store_flags: list[str]) -> list[Row]:
     """Embeddings through a batch on the local model, against the model called in a loop with
     the same micro-batch size (batchd's ``local_batch_size``)."""
@@ -414,5 +455,6 @@ SCENARIOS = {
     "many-small": many_small,
     "api": api_under_load,
     "scale": scale,
+    "in-process": in_process,
     "embeddings": embeddings,
 }
