@@ -29,7 +29,7 @@ class Finalizer:
         self._blobs = blobs
 
     async def run(self, batch: Batch, owner: str, now: int) -> BatchStatus:
-        target = await self._target(batch)
+        target = await self._target(batch, now)
         if target is BatchStatus.COMPLETED and batch.status is BatchStatus.IN_PROGRESS:
             await self._store.enter_finalizing(batch.id, owner, now)
             log_status(replace(batch, status=BatchStatus.FINALIZING, finalizing_at=now))
@@ -40,15 +40,20 @@ class Finalizer:
             await self._store.drop_lines(batch.id)
         return target
 
-    async def _target(self, batch: Batch) -> BatchStatus:
+    async def _target(self, batch: Batch, now: int) -> BatchStatus:
         if batch.status is BatchStatus.CANCELLING:
             return BatchStatus.CANCELLED
         if batch.status is BatchStatus.FINALIZING:
             return BatchStatus.COMPLETED
         if batch.completed + batch.failed < batch.total:
             return BatchStatus.EXPIRED  # claimed for finalizing with lines left: the window ended
-        if await self._store.has_results_in(batch.id, RequestState.EXPIRED):
-            return BatchStatus.EXPIRED  # an earlier attempt had closed the lines already
+        # An earlier attempt may have closed the lines as expired and stopped: only possible once
+        # the window has ended, and only then worth the look (it reads every result of a batch
+        # that has no expired line).
+        if batch.expires_at <= now and await self._store.has_results_in(
+            batch.id, RequestState.EXPIRED
+        ):
+            return BatchStatus.EXPIRED
         return BatchStatus.COMPLETED
 
     async def _write_files(
