@@ -43,7 +43,6 @@ ANSWER = orjson.dumps(
         "usage": {"prompt_tokens": 9, "completion_tokens": 12, "total_tokens": 21},
     }
 )
-PHASES = ("in_progress", "finalizing", "completed")
 
 
 class InstantUpstream(Upstream):

@@ -444,7 +444,12 @@ class SqlStore:
         self, conn: Connection, owner: str, batch_id: str, results: list[RequestResult]
     ) -> None:
         spans = await self._held(
-            conn, "spans", "first_line", batch_id, owner, {r.span for r in results} - {None}
+            conn,
+            "spans",
+            "first_line",
+            batch_id,
+            owner,
+            {r.span for r in results if r.span is not None},
         )
         retried = await self._held(
             conn, "retries", "line", batch_id, owner, {r.line for r in results if r.span is None}
@@ -498,7 +503,7 @@ class SqlStore:
         key: str,
         batch_id: str,
         owner: str,
-        wanted: set[Any],
+        wanted: set[int],
     ) -> set[int]:
         """Which of ``wanted`` (span or retry keys) ``owner`` still holds; locks them until commit.
         One statement text whatever the number, so it is prepared once."""
@@ -583,8 +588,7 @@ class SqlStore:
                 batch_id,
                 state.value,
             )
-            for table in ("spans", "retries"):
-                await conn.execute(f"DELETE FROM {table} WHERE batch_id = $1", batch_id)
+            await _delete_rows(conn, batch_id, "spans", "retries")
             await conn.execute(
                 "UPDATE batches SET failed = failed + $1, next_line = "
                 "(SELECT coalesce(max(line), 0) FROM requests WHERE batch_id = $2) WHERE id = $2",
@@ -679,13 +683,13 @@ class SqlStore:
 
     async def drop_lines(self, batch_id: str) -> None:
         """Delete a finished batch's lines and results (its output and error files hold them now),
-        a chunk per transaction so that a million-line batch never holds the writer for long."""
+        a chunk per transaction so that a million-line batch never holds the writer for long.
+        Request rows go last: while any result is left, so is a request row to find it by."""
         for table in ("results", "requests"):
             while await self._drop_chunk(table, batch_id):
                 pass
         async with self.db.transaction(durable=False) as conn:
-            for table in ("spans", "retries"):
-                await conn.execute(f"DELETE FROM {table} WHERE batch_id = $1", batch_id)
+            await _delete_rows(conn, batch_id, "spans", "retries")
 
     async def _drop_chunk(self, table: str, batch_id: str) -> bool:
         """Delete up to a chunk of a batch's rows from ``table``; whether a whole chunk went."""
@@ -706,8 +710,7 @@ class SqlStore:
         async with self.db.reader() as conn:
             rows = await conn.fetch(
                 f"SELECT id FROM batches b WHERE status IN {_statuses(TERMINAL)} "
-                "AND (EXISTS (SELECT 1 FROM requests r WHERE r.batch_id = b.id) "
-                "OR EXISTS (SELECT 1 FROM results s WHERE s.batch_id = b.id)) ORDER BY seq"
+                "AND EXISTS (SELECT 1 FROM requests r WHERE r.batch_id = b.id) ORDER BY seq"
             )
         return [r["id"] for r in rows]
 
@@ -742,9 +745,13 @@ def _batch_and_line(result: RequestResult) -> tuple[str, int]:
 
 async def _forget_lines(conn: Connection, batch_id: str) -> None:
     """Delete a batch's lines and everything recorded about them, and rewind its cursor."""
-    for table in ("requests", "results", "spans", "retries"):
-        await conn.execute(f"DELETE FROM {table} WHERE batch_id = $1", batch_id)
+    await _delete_rows(conn, batch_id, "requests", "results", "spans", "retries")
     await conn.execute("UPDATE batches SET next_line = 0 WHERE id = $1", batch_id)
+
+
+async def _delete_rows(conn: Connection, batch_id: str, *tables: str) -> None:
+    for table in tables:
+        await conn.execute(f"DELETE FROM {table} WHERE batch_id = $1", batch_id)
 
 
 def _claimed(batch_id: str, row: Row, attempts: int, span: int | None) -> ClaimedRequest:
