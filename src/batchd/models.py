@@ -147,7 +147,11 @@ class RequestResult:
     """A request's outcome: final (the output or error line to write, and what it used), or
     ``PENDING`` to try again at ``retry_at`` (None: as soon as any worker can) with ``attempts``
     made so far. ``span`` is the claim's. Not frozen: one is made per request, and a frozen
-    dataclass's ``__init__`` costs several times more."""
+    dataclass's ``__init__`` costs several times more.
+
+    Once its line is written to a result part, ``part`` is the part's id and ``part_offset`` where
+    the line starts there (it takes ``len(output_line) + 1`` bytes, with its newline); the store
+    then keeps only that place, not the line."""
 
     batch_id: str
     line: int
@@ -157,3 +161,23 @@ class RequestResult:
     span: int | None = None
     retry_at: float | None = None
     attempts: int = 0
+    part: int | None = None
+    part_offset: int = 0
+
+
+@dataclass(frozen=True)
+class ResultPart:
+    """An append-only file of one worker's output or error lines of one batch. ``written`` is how
+    far it was written when its last results were committed, ``committed`` the bytes and
+    ``lines`` the number of its lines that counted: when ``committed == written``, every byte up
+    to ``written`` is a counted line, and the part can be copied whole."""
+
+    id: int
+    kind: str  # "output" or "error"
+    written: int
+    committed: int
+    lines: int
+
+    @property
+    def whole(self) -> bool:
+        return self.committed == self.written

@@ -1,5 +1,6 @@
 """The seam for file bytes. Blobs are written once, through a writer that makes them appear
-whole or not at all, and read as streams or byte ranges."""
+whole or not at all, or grown a durable write at a time (the workers' result parts); they are
+read as streams or byte ranges."""
 
 from __future__ import annotations
 
@@ -32,6 +33,12 @@ class BlobStore(ABC):
 
     @abstractmethod
     async def read_range(self, key: str, offset: int, length: int) -> bytes: ...
+
+    @abstractmethod
+    async def write_at(self, key: str, offset: int, data: bytes) -> None:
+        """Write ``data`` at ``offset`` of the blob, creating it if missing and cutting off
+        whatever lay at or past ``offset``, and make it durable before returning. The blob must
+        hold at least ``offset`` bytes. One writer per key. Raises OSError."""
 
     @abstractmethod
     async def delete(self, key: str) -> None:

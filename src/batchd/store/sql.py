@@ -18,6 +18,7 @@ from batchd.models import (
     LineError,
     RequestResult,
     RequestState,
+    ResultPart,
     StoredFile,
     Usage,
 )
@@ -31,10 +32,17 @@ _LINE_STATES = {state.value: state for state in RequestState}
 
 @dataclass(slots=True)
 class FinishedLine:
+    """A line's outcome: its output or error line in ``result``, or at ``part_offset`` in the
+    result part ``part`` (``part_length`` bytes with its newline); neither for a line skipped
+    (expired, cancelled) or still pending."""
+
     line: int
     custom_id: str
     state: RequestState
     result: bytes | None
+    part: int | None = None
+    part_offset: int = 0
+    part_length: int = 0
 
 
 class SqlStore:
@@ -474,6 +482,7 @@ class SqlStore:
                 "lease_owner = NULL, lease_until = NULL",
                 [(batch_id, r.line, r.attempts, r.retry_at) for r in waits],
             )
+        await self._count_in_parts(conn, results, finals)
         if finals:
             await self._insert_results(conn, batch_id, finals)
             done_retries = [r.line for r in finals if r.span is None]
@@ -521,21 +530,49 @@ class SqlStore:
     async def _insert_results(
         self, conn: Connection, batch_id: str, finals: list[RequestResult]
     ) -> None:
+        rows = [
+            (r.line, r.state.value, None, r.part, r.part_offset, len(r.output_line) + 1)
+            if r.part is not None
+            else (r.line, r.state.value, r.output_line, None, None, None)
+            for r in finals
+        ]
         if self.db.has_arrays:
             # PostgreSQL: one statement over arrays, rather than a round trip per row.
             await conn.execute(
-                "INSERT INTO results (batch_id, line, state, result) "
-                "SELECT $1, u.line, u.state, u.result "
-                "FROM unnest($2::int[], $3::text[], $4::bytea[]) AS u(line, state, result)",
+                "INSERT INTO results (batch_id, line, state, result, part, part_offset, "
+                "part_length) SELECT $1, u.* FROM unnest($2::int[], $3::text[], $4::bytea[], "
+                "$5::bigint[], $6::bigint[], $7::int[]) AS u",
                 batch_id,
-                [r.line for r in finals],
-                [r.state.value for r in finals],
-                [r.output_line for r in finals],
+                *(list(column) for column in zip(*rows, strict=True)),
             )
             return
         await conn.executemany(
-            "INSERT INTO results (batch_id, line, state, result) VALUES ($1, $2, $3, $4)",
-            [(batch_id, r.line, r.state.value, r.output_line) for r in finals],
+            "INSERT INTO results (batch_id, line, state, result, part, part_offset, part_length) "
+            "VALUES ($1, $2, $3, $4, $5, $6, $7)",
+            [(batch_id, *row) for row in rows],
+        )
+
+    async def _count_in_parts(
+        self, conn: Connection, results: list[RequestResult], finals: list[RequestResult]
+    ) -> None:
+        """Move each part's ``written`` mark to the end of this group's lines in it, and count
+        the lines that were accepted (``finals``): a part stays whole only if all were."""
+        written: dict[int, int] = {}
+        for r in results:
+            if r.part is not None:
+                end = r.part_offset + len(r.output_line) + 1
+                written[r.part] = max(written.get(r.part, 0), end)
+        if not written:
+            return
+        counted: dict[int, tuple[int, int]] = {}
+        for r in finals:
+            if r.part is not None:
+                size, lines = counted.get(r.part, (0, 0))
+                counted[r.part] = (size + len(r.output_line) + 1, lines + 1)
+        await conn.executemany(
+            "UPDATE result_parts SET written = $1, committed = committed + $2, "
+            "lines = lines + $3 WHERE id = $4",
+            [(end, *counted.get(part, (0, 0)), part) for part, end in sorted(written.items())],
         )
 
     async def _count(self, conn: Connection, batch_id: str, finals: list[RequestResult]) -> None:
@@ -639,17 +676,69 @@ class SqlStore:
             if not lines:
                 return []
             results = await conn.fetch(
-                "SELECT line, state, result FROM results "
+                "SELECT line, state, result, part, part_offset, part_length FROM results "
                 "WHERE batch_id = $1 AND line BETWEEN $2 AND $3",
                 batch_id,
                 lines[0]["line"],
                 lines[-1]["line"],
             )
-        found = {r["line"]: (_LINE_STATES[r["state"]], _bytes(r["result"])) for r in results}
-        unfinished = (RequestState.PENDING, None)
+        found = {r["line"]: r for r in results}
+        return [_finished(row["line"], row["custom_id"], found.get(row["line"])) for row in lines]
+
+    async def unparted_lines(self, batch_id: str) -> AsyncIterator[FinishedLine]:
+        """The batch's results that are not in a result part (skipped lines, and lines committed
+        before parts existed), in line order, a page at a time."""
+        last = 0
+        while True:
+            page = await self._unparted_page(batch_id, last)
+            for line in page:
+                yield line
+            if len(page) < _PAGE_OF_RESULTS:
+                return
+            last = page[-1].line
+
+    async def _unparted_page(self, batch_id: str, after: int) -> list[FinishedLine]:
+        async with self.db.reader() as conn:
+            results = await conn.fetch(
+                "SELECT line, state, result, part, part_offset, part_length FROM results "
+                "WHERE batch_id = $1 AND line > $2 AND part IS NULL "
+                f"ORDER BY line LIMIT {_PAGE_OF_RESULTS}",
+                batch_id,
+                after,
+            )
+            if not results:
+                return []
+            lines = await conn.fetch(
+                "SELECT line, custom_id FROM requests "
+                f"WHERE batch_id = $1 AND line {self.db.any_of('$2')}",
+                batch_id,
+                self.db.int_array([r["line"] for r in results]),
+            )
+        custom_ids = {row["line"]: row["custom_id"] for row in lines}
+        return [_finished(r["line"], custom_ids.get(r["line"], ""), r) for r in results]
+
+    # -- result parts ------------------------------------------------------------------------
+
+    async def add_result_part(self, batch_id: str, kind: str) -> int:
+        """A new, empty result part of the batch; its id."""
+        async with self.db.transaction(durable=False) as conn:
+            rows = await conn.fetch(
+                "INSERT INTO result_parts (batch_id, kind) VALUES ($1, $2) RETURNING id",
+                batch_id,
+                kind,
+            )
+        part: int = rows[0]["id"]
+        return part
+
+    async def result_parts(self, batch_id: str) -> list[ResultPart]:
+        async with self.db.reader() as conn:
+            rows = await conn.fetch(
+                "SELECT id, kind, written, committed, lines FROM result_parts "
+                "WHERE batch_id = $1 ORDER BY id",
+                batch_id,
+            )
         return [
-            FinishedLine(row["line"], row["custom_id"], *found.get(row["line"], unfinished))
-            for row in lines
+            ResultPart(r["id"], r["kind"], r["written"], r["committed"], r["lines"]) for r in rows
         ]
 
     async def finish_batch(
@@ -689,7 +778,7 @@ class SqlStore:
             while await self._drop_chunk(table, batch_id):
                 pass
         async with self.db.transaction(durable=False) as conn:
-            await _delete_rows(conn, batch_id, "spans", "retries")
+            await _delete_rows(conn, batch_id, "spans", "retries", "result_parts")
 
     async def _drop_chunk(self, table: str, batch_id: str) -> bool:
         """Delete up to a chunk of a batch's rows from ``table``; whether a whole chunk went."""
@@ -710,7 +799,8 @@ class SqlStore:
         async with self.db.reader() as conn:
             rows = await conn.fetch(
                 f"SELECT id FROM batches b WHERE status IN {_statuses(TERMINAL)} "
-                "AND EXISTS (SELECT 1 FROM requests r WHERE r.batch_id = b.id) ORDER BY seq"
+                "AND (EXISTS (SELECT 1 FROM requests r WHERE r.batch_id = b.id) "
+                " OR EXISTS (SELECT 1 FROM result_parts p WHERE p.batch_id = b.id)) ORDER BY seq"
             )
         return [r["id"] for r in rows]
 
@@ -852,4 +942,18 @@ def _batch(row: Row) -> Batch:
             reasoning_tokens=row["reasoning_tokens"],
             total_tokens=row["total_tokens"],
         ),
+    )
+
+
+def _finished(line: int, custom_id: str, result: Row | None) -> FinishedLine:
+    if result is None:
+        return FinishedLine(line, custom_id, RequestState.PENDING, None)
+    return FinishedLine(
+        line,
+        custom_id,
+        _LINE_STATES[result["state"]],
+        _bytes(result["result"]),
+        result["part"],
+        result["part_offset"] or 0,
+        result["part_length"] or 0,
     )

@@ -1,5 +1,7 @@
 """Group commit: finished requests are committed together every few milliseconds, so that
-durability costs one transaction per group rather than one per request.
+durability costs one transaction per group rather than one per request. Each group's output and
+error lines are first written to the worker's result parts (``spool.py``), so the transaction
+carries only where they went.
 
 Handing a result over is a list append, not a queue operation: it happens once per request, on
 the hot path, and a queue's put, get and task_done cost more than the rest of the hand-over."""
@@ -13,6 +15,7 @@ from collections.abc import Callable
 from batchd.errors import StoreError
 from batchd.models import RequestResult
 from batchd.store import SqlStore
+from batchd.worker.spool import ResultSpool
 
 log = logging.getLogger("batchd.worker")
 
@@ -25,8 +28,11 @@ RETRY_DELAY = 1.0
 
 
 class GroupCommitter:
-    def __init__(self, store: SqlStore, owner: str, on_commit: Callable[[], None]) -> None:
+    def __init__(
+        self, store: SqlStore, spool: ResultSpool, owner: str, on_commit: Callable[[], None]
+    ) -> None:
         self._store = store
+        self._spool = spool
         self._owner = owner
         self._on_commit = on_commit
         self._waiting: list[RequestResult] = []
@@ -73,11 +79,15 @@ class GroupCommitter:
             self._on_commit()
 
     async def _commit(self, group: list[RequestResult]) -> None:
+        placed = False
         while True:
             try:
+                if not placed:
+                    await self._spool.place(group)
+                    placed = True
                 await self._store.record_results(self._owner, group)
                 return
-            except StoreError:
+            except (StoreError, OSError):
                 # Results are kept and retried: losing them would send the requests again.
                 log.exception("commit_failed", extra={"results": len(group)})
                 await asyncio.sleep(RETRY_DELAY)

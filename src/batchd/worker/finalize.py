@@ -1,21 +1,26 @@
-"""Finalizing: close what is left, stream every line's result in line order into the output and
-error files, then record them and the terminal status in one transaction.
+"""Finalizing: close what is left, copy the workers' result parts into the output and error
+files (line by line only where a part holds lines that did not count), then record the files and
+the terminal status in one transaction.
 
 Every step can be redone: a worker that dies part-way leaves the batch to the next one.
 """
 
 from __future__ import annotations
 
-from dataclasses import replace
+from dataclasses import dataclass, replace
 
 from batchd import ids
 from batchd.batches import log_status
 from batchd.blobstore import BlobStore, BlobWriter
+from batchd.errors import BlobNotFound
 from batchd.models import OUTPUT_PURPOSE, Batch, BatchStatus, RequestState, StoredFile
 from batchd.result_lines import skipped_line
-from batchd.store import SqlStore
+from batchd.store import FinishedLine, SqlStore
+from batchd.worker.spool import part_key, part_kind
 
 DEFAULT_OUTPUT_TTL = 30 * 86400
+RUN = 1 << 20
+"""Bytes of a result part read at once."""
 
 _SKIP_STATE = {
     BatchStatus.EXPIRED: RequestState.EXPIRED,
@@ -37,7 +42,7 @@ class Finalizer:
             await self._store.skip_unfinished(batch.id, owner, _SKIP_STATE[target])
         output, error = await self._write_files(batch, now)
         if await self._store.finish_batch(batch.id, owner, target, now, output, error):
-            await self._store.drop_lines(batch.id)
+            await drop_lines(self._store, self._blobs, batch.id)
         return target
 
     async def _target(self, batch: Batch, now: int) -> BatchStatus:
@@ -59,24 +64,64 @@ class Finalizer:
     async def _write_files(
         self, batch: Batch, now: int
     ) -> tuple[StoredFile | None, StoredFile | None]:
-        output_key, error_key = (f"batches/{batch.id}/{kind}.jsonl" for kind in ("output", "error"))
-        output, error = self._blobs.writer(output_key), self._blobs.writer(error_key)
+        keys = {kind: f"batches/{batch.id}/{kind}.jsonl" for kind in ("output", "error")}
+        writers = {kind: self._blobs.writer(key) for kind, key in keys.items()}
         try:
-            async for row in self._store.finished_lines(batch.id):
-                if row.state is RequestState.SUCCEEDED and row.result is not None:
-                    await output.write(row.result + b"\n")
-                elif row.result is not None:
-                    await error.write(row.result + b"\n")
-                else:
-                    await error.write(skipped_line(row.custom_id, row.state) + b"\n")
+            if not await self._copy_whole_parts(batch, writers):
+                await _abort(writers)
+                writers = {kind: self._blobs.writer(key) for kind, key in keys.items()}
+                await self._copy_line_by_line(batch, writers)
         except BaseException:
-            await output.abort()
-            await error.abort()
+            await _abort(writers)
             raise
         return (
-            await self._keep(batch, output, output_key, now),
-            await self._keep(batch, error, error_key, now),
+            await self._keep(batch, writers["output"], keys["output"], now),
+            await self._keep(batch, writers["error"], keys["error"], now),
         )
+
+    async def _copy_whole_parts(self, batch: Batch, writers: dict[str, BlobWriter]) -> bool:
+        """The common case: every part holds only counted lines, so each is copied whole, then
+        the few lines outside parts. False (nothing kept) unless that accounts for every line."""
+        parts = await self._store.result_parts(batch.id)
+        if not all(part.whole for part in parts):
+            return False
+        for part in parts:
+            await self._copy_range(batch.id, part.id, 0, part.written, writers[part.kind])
+        lines = sum(part.lines for part in parts)
+        async for row in self._store.unparted_lines(batch.id):
+            await _write_unparted(row, writers)
+            lines += 1
+        return lines == batch.total
+
+    async def _copy_line_by_line(self, batch: Batch, writers: dict[str, BlobWriter]) -> None:
+        """Every line's result in line order, reading parts a run of adjacent lines at a time."""
+        run: _Run | None = None
+        async for row in self._store.finished_lines(batch.id):
+            if row.part is None:
+                await _write_unparted(row, writers)
+            elif run is not None and run.takes(row):
+                run.end += row.part_length
+            else:
+                if run is not None:
+                    await self._copy_run(batch.id, run, writers)
+                run = _Run(row.part, row.part_offset, row.part_offset + row.part_length, row.state)
+        if run is not None:
+            await self._copy_run(batch.id, run, writers)
+
+    async def _copy_run(self, batch_id: str, run: _Run, writers: dict[str, BlobWriter]) -> None:
+        writer = writers[part_kind(run.state)]
+        await self._copy_range(batch_id, run.part, run.start, run.end, writer)
+
+    async def _copy_range(
+        self, batch_id: str, part: int, start: int, end: int, writer: BlobWriter
+    ) -> None:
+        key = part_key(batch_id, part)
+        for offset in range(start, end, RUN):
+            length = min(RUN, end - offset)
+            data = await self._blobs.read_range(key, offset, length)
+            if len(data) != length:
+                raise BlobNotFound(f"blob {key} ends before byte {offset + length}")
+            await writer.write(data)
 
     async def _keep(
         self, batch: Batch, writer: BlobWriter, key: str, now: int
@@ -97,3 +142,38 @@ class Finalizer:
             expires_at=now + ttl,
             blob_key=key,
         )
+
+
+@dataclass(slots=True)
+class _Run:
+    """Lines that lie one after another in a part: read at once."""
+
+    part: int
+    start: int
+    end: int
+    state: RequestState
+
+    def takes(self, row: FinishedLine) -> bool:
+        return row.part == self.part and row.part_offset == self.end and self.end - self.start < RUN
+
+
+async def drop_lines(store: SqlStore, blobs: BlobStore, batch_id: str) -> None:
+    """Delete a finished batch's result parts and its lines' rows: its output and error files
+    hold them now. Parts go first, while the rows that name them are still there."""
+    for part in await store.result_parts(batch_id):
+        await blobs.delete(part_key(batch_id, part.id))
+    await store.drop_lines(batch_id)
+
+
+async def _write_unparted(row: FinishedLine, writers: dict[str, BlobWriter]) -> None:
+    if row.state is RequestState.SUCCEEDED and row.result is not None:
+        await writers["output"].write(row.result + b"\n")
+    elif row.result is not None:
+        await writers["error"].write(row.result + b"\n")
+    else:
+        await writers["error"].write(skipped_line(row.custom_id, row.state) + b"\n")
+
+
+async def _abort(writers: dict[str, BlobWriter]) -> None:
+    for writer in writers.values():
+        await writer.abort()

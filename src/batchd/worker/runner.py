@@ -23,9 +23,10 @@ from batchd.upstreams import UpstreamRouter
 from batchd.worker.breaker import CircuitBreaker
 from batchd.worker.commits import GroupCommitter
 from batchd.worker.dispatch import Dispatcher
-from batchd.worker.finalize import Finalizer
+from batchd.worker.finalize import Finalizer, drop_lines
 from batchd.worker.ingest import Ingest
 from batchd.worker.retry import RetryPolicy
+from batchd.worker.spool import ResultSpool
 
 log = logging.getLogger("batchd.worker")
 
@@ -53,7 +54,9 @@ class Worker:
         self._tasks: list[asyncio.Task[None]] = []
         self._ingest = Ingest(store, blobs, router, settings)
         self._finalizer = Finalizer(store, blobs)
-        self.committer = GroupCommitter(store, self.id, on_commit=self._finalize_wake.set)
+        self.committer = GroupCommitter(
+            store, ResultSpool(store, blobs), self.id, on_commit=self._finalize_wake.set
+        )
         self.dispatchers = [
             Dispatcher(
                 upstream=upstream,
@@ -189,7 +192,7 @@ class Worker:
         interval = self._settings.lease_seconds / 3
         try:
             for batch_id in await self._store.batches_with_lines_left():
-                await self._store.drop_lines(batch_id)
+                await drop_lines(self._store, self._blobs, batch_id)
         except Exception:
             log.exception("housekeeping_failed")
         while not self._stopping.is_set():

@@ -1,0 +1,79 @@
+"""Result parts: each worker writes the output and error lines it makes, once, to append-only
+files of its own per batch, and the store keeps only where each line sits.
+
+A group of results is written to its parts (durably) before the group is committed, so a committed
+result always points at bytes that exist. Bytes written for results that were then not counted (a
+crash before the commit, a lease lost meanwhile) are told apart by the part's ``written`` and
+``committed`` marks: see ``ResultPart``.
+"""
+
+from __future__ import annotations
+
+from collections import OrderedDict
+from dataclasses import dataclass
+
+from batchd.blobstore import BlobStore
+from batchd.models import RequestResult, RequestState
+from batchd.store import SqlStore
+
+MAX_OPEN_PARTS = 4096
+"""Parts remembered for appending; past this many, the first opened are forgotten (a later result
+of their batch starts a new part)."""
+
+
+def part_key(batch_id: str, part: int) -> str:
+    return f"batches/{batch_id}/parts/{part}.jsonl"
+
+
+def part_kind(state: RequestState) -> str:
+    return "output" if state is RequestState.SUCCEEDED else "error"
+
+
+@dataclass(slots=True)
+class _OpenPart:
+    id: int
+    key: str
+    end: int  # where the next line starts
+
+
+class ResultSpool:
+    def __init__(self, store: SqlStore, blobs: BlobStore) -> None:
+        self._store = store
+        self._blobs = blobs
+        self._parts: OrderedDict[tuple[str, str], _OpenPart] = OrderedDict()
+
+    async def place(self, group: list[RequestResult]) -> None:
+        """Write the group's final lines to this worker's parts, and set where each one went.
+
+        Parts are opened first, so that a store error moves no part's end. If a write fails, the
+        ends of the group's parts go back to where the group started and the error is raised:
+        placing the group again writes it over whatever the failed write left."""
+        finals = [r for r in group if r.state is not RequestState.PENDING]
+        for where in {(r.batch_id, part_kind(r.state)) for r in finals}:
+            if where not in self._parts:
+                await self._open(where)
+        starts: dict[tuple[str, str], int] = {}
+        lines: dict[tuple[str, str], list[bytes]] = {}
+        for result in finals:
+            where = (result.batch_id, part_kind(result.state))
+            part = self._parts[where]
+            starts.setdefault(where, part.end)
+            result.part, result.part_offset = part.id, part.end
+            part.end += len(result.output_line) + 1
+            lines.setdefault(where, []).append(result.output_line)
+        try:
+            for where, chunk in lines.items():
+                chunk.append(b"")
+                await self._blobs.write_at(self._parts[where].key, starts[where], b"\n".join(chunk))
+        except OSError:
+            for where, start in starts.items():
+                self._parts[where].end = start
+            raise
+
+    async def _open(self, where: tuple[str, str]) -> _OpenPart:
+        batch_id, kind = where
+        part_id = await self._store.add_result_part(batch_id, kind)
+        part = self._parts[where] = _OpenPart(part_id, part_key(batch_id, part_id), 0)
+        while len(self._parts) > MAX_OPEN_PARTS:
+            self._parts.popitem(last=False)
+        return part

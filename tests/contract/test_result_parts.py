@@ -1,0 +1,170 @@
+"""Result parts against a real store: output lines are written once to each worker's parts, and
+finalizing puts every line into the output or error file exactly once, whatever was written to a
+part without being counted."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from batchd.blobstore import BlobStore, open_blobstore
+from batchd.blobstore.local import LocalBlobStore
+from batchd.models import Batch, BatchStatus, RequestResult, RequestState
+from batchd.store import SqlStore
+from batchd.worker.finalize import Finalizer
+from batchd.worker.spool import ResultSpool
+from tests.contract.test_store import DAY, LEASE, NOW, fetch, make_running_batch, result
+
+pytestmark = pytest.mark.anyio
+
+
+async def commit(
+    store: SqlStore, spool: ResultSpool, owner: str, results: list[RequestResult]
+) -> None:
+    """What a worker's group commit does: write the lines to its parts, then record them."""
+    await spool.place(results)
+    await store.record_results(owner, results)
+
+
+async def finalize(store: SqlStore, blobs: BlobStore, batch: Batch, now: int = NOW) -> Batch:
+    claimed = await store.claim_batch_to_finalize("f", now, now + LEASE)
+    assert claimed is not None
+    assert claimed.id == batch.id
+    await Finalizer(store, blobs).run(claimed, "f", now)
+    return await fetch(store, batch.id)
+
+
+async def lines_of(store: SqlStore, blobs: BlobStore, file_id: str | None) -> list[bytes]:
+    if file_id is None:
+        return []
+    file = await store.get_file("default", file_id)
+    assert file is not None
+    return b"".join([chunk async for chunk in blobs.read(file.blob_key)]).splitlines()
+
+
+def parts_left(root: Path) -> list[Path]:
+    return sorted(root.glob("batches/*/parts/*"))
+
+
+async def test_every_line_lands_once_in_its_file(store: SqlStore, tmp_path: Path) -> None:
+    blobs = open_blobstore(tmp_path)
+    batch = await make_running_batch(store, lines=4)
+    claims = await store.claim_requests(batch.id, "w", 4, NOW, NOW + LEASE)
+    spool = ResultSpool(store, blobs)
+    await commit(store, spool, "w", [result(claims[0]), result(claims[2], RequestState.FAILED)])
+    await commit(store, spool, "w", [result(claims[1]), result(claims[3])])
+
+    done = await finalize(store, blobs, batch)
+
+    assert done.status is BatchStatus.COMPLETED
+    assert await lines_of(store, blobs, done.output_file_id) == [
+        b'{"line":1}',
+        b'{"line":2}',
+        b'{"line":4}',
+    ]
+    assert await lines_of(store, blobs, done.error_file_id) == [b'{"line":3}']
+    assert parts_left(tmp_path) == []
+    assert await store.result_parts(batch.id) == []
+
+
+async def test_lines_of_a_lost_lease_are_not_copied(store: SqlStore, tmp_path: Path) -> None:
+    """A worker whose span was taken over still writes its late answers to its part; they are
+    not counted, so that part is read line by line, not copied whole."""
+    blobs = open_blobstore(tmp_path)
+    batch = await make_running_batch(store, lines=4)
+    a, b = ResultSpool(store, blobs), ResultSpool(store, blobs)
+    claims = await store.claim_requests(batch.id, "a", 4, NOW, NOW + LEASE)
+    await commit(store, a, "a", [result(claims[0])])
+    taken = await store.claim_requests(batch.id, "b", 4, NOW + LEASE + 1, NOW + 2 * LEASE)
+    await commit(store, b, "b", [result(c) for c in taken])
+    await commit(store, a, "a", [result(c) for c in claims[1:]])  # too late: not counted
+
+    done = await finalize(store, blobs, batch, NOW + LEASE + 2)
+
+    assert done.completed == 4
+    assert sorted(await lines_of(store, blobs, done.output_file_id)) == [
+        b'{"line":%d}' % line for line in range(1, 5)
+    ]
+
+
+async def test_lines_written_but_never_committed_are_not_copied(
+    store: SqlStore, tmp_path: Path
+) -> None:
+    """A worker that stopped between writing a group and committing it leaves the group's lines
+    at the end of its part, past what was committed."""
+    blobs = open_blobstore(tmp_path)
+    batch = await make_running_batch(store, lines=3)
+    claims = await store.claim_requests(batch.id, "a", 3, NOW, NOW + LEASE)
+    spool = ResultSpool(store, blobs)
+    first = [result(claims[0])]
+    await spool.place(first)
+    await store.record_results("a", first)
+    await spool.place([result(c) for c in claims[1:]])  # then it stopped
+    taken = await store.claim_requests(batch.id, "b", 3, NOW + LEASE + 1, NOW + 2 * LEASE)
+    await commit(store, ResultSpool(store, blobs), "b", [result(c) for c in taken])
+
+    done = await finalize(store, blobs, batch, NOW + LEASE + 2)
+
+    assert sorted(await lines_of(store, blobs, done.output_file_id)) == [
+        b'{"line":1}',
+        b'{"line":2}',
+        b'{"line":3}',
+    ]
+
+
+async def test_results_from_before_parts_and_skipped_lines_are_kept(
+    store: SqlStore, tmp_path: Path
+) -> None:
+    """Results committed with their line in the store (before the upgrade that brought parts)
+    and lines closed as expired go into the files beside the parts."""
+    blobs = open_blobstore(tmp_path)
+    batch = await make_running_batch(store, lines=3)
+    claims = await store.claim_requests(batch.id, "w", 3, NOW, NOW + LEASE)
+    await store.record_results("w", [result(claims[0])])  # the line kept in the store
+    await commit(store, ResultSpool(store, blobs), "w", [result(claims[1], RequestState.FAILED)])
+
+    done = await finalize(store, blobs, batch, NOW + DAY + 1)  # the window has ended
+
+    assert done.status is BatchStatus.EXPIRED
+    assert await lines_of(store, blobs, done.output_file_id) == [b'{"line":1}']
+    errors = await lines_of(store, blobs, done.error_file_id)
+    assert errors[0] == b'{"line":2}'
+    assert b'"code":"batch_expired"' in errors[1]
+    assert len(errors) == 2
+
+
+class TearsTheSecondWrite(LocalBlobStore):
+    """A disk that writes half of the second write and then refuses it."""
+
+    writes = 0
+
+    async def write_at(self, key: str, offset: int, data: bytes) -> None:
+        self.writes += 1
+        if self.writes == 2:
+            await super().write_at(key, offset, data[: len(data) // 2])
+            raise OSError("no space left on device")
+        await super().write_at(key, offset, data)
+
+
+async def test_a_failed_write_is_written_over_when_the_group_is_retried(
+    store: SqlStore, tmp_path: Path
+) -> None:
+    blobs = TearsTheSecondWrite(tmp_path)
+    batch = await make_running_batch(store, lines=3)
+    claims = await store.claim_requests(batch.id, "w", 3, NOW, NOW + LEASE)
+    spool = ResultSpool(store, blobs)
+    await commit(store, spool, "w", [result(claims[0])])
+    group = [result(c) for c in claims[1:]]
+    with pytest.raises(OSError, match="no space"):
+        await spool.place(group)
+    await commit(store, spool, "w", group)  # as the group committer retries
+
+    assert len(await store.result_parts(batch.id)) == 1
+    done = await finalize(store, blobs, batch)
+
+    assert await lines_of(store, blobs, done.output_file_id) == [
+        b'{"line":1}',
+        b'{"line":2}',
+        b'{"line":3}',
+    ]
