@@ -4,6 +4,7 @@ part without being counted."""
 
 from __future__ import annotations
 
+import asyncio
 from pathlib import Path
 
 import pytest
@@ -12,6 +13,7 @@ from batchd.blobstore import BlobStore, open_blobstore
 from batchd.blobstore.local import LocalBlobStore
 from batchd.models import Batch, BatchStatus, RequestResult, RequestState
 from batchd.store import SqlStore
+from batchd.worker.commits import GroupCommitter
 from batchd.worker.finalize import Finalizer
 from batchd.worker.spool import ResultSpool
 from tests.contract.test_store import DAY, LEASE, NOW, fetch, make_running_batch, result
@@ -147,9 +149,7 @@ class TearsTheSecondWrite(LocalBlobStore):
         await super().write_at(key, offset, data)
 
 
-async def test_a_failed_write_is_written_over_when_the_group_is_retried(
-    store: SqlStore, tmp_path: Path
-) -> None:
+async def test_a_failed_write_moves_its_group_to_new_parts(store: SqlStore, tmp_path: Path) -> None:
     blobs = TearsTheSecondWrite(tmp_path)
     batch = await make_running_batch(store, lines=3)
     claims = await store.claim_requests(batch.id, "w", 3, NOW, NOW + LEASE)
@@ -160,11 +160,39 @@ async def test_a_failed_write_is_written_over_when_the_group_is_retried(
         await spool.place(group)
     await commit(store, spool, "w", group)  # as the group committer retries
 
-    assert len(await store.result_parts(batch.id)) == 1
+    assert len(await store.result_parts(batch.id)) == 2
     done = await finalize(store, blobs, batch)
 
-    assert await lines_of(store, blobs, done.output_file_id) == [
+    assert sorted(await lines_of(store, blobs, done.output_file_id)) == [
         b'{"line":1}',
         b'{"line":2}',
         b'{"line":3}',
     ]
+
+
+async def test_a_late_answer_for_a_finished_batch_does_not_block_commits(
+    store: SqlStore, tmp_path: Path
+) -> None:
+    """A worker whose span was taken over may answer after the batch was finished and its parts
+    deleted: the write goes to a new part, the commit ignores the answer, and the worker's other
+    results still commit."""
+    blobs = open_blobstore(tmp_path)
+    batch = await make_running_batch(store, lines=2)
+    other = await make_running_batch(store, lines=1)
+    late = ResultSpool(store, blobs)
+    claims = await store.claim_requests(batch.id, "a", 2, NOW, NOW + LEASE)
+    await commit(store, late, "a", [result(claims[0])])
+    taken = await store.claim_requests(batch.id, "b", 2, NOW + LEASE + 1, NOW + 2 * LEASE)
+    await commit(store, ResultSpool(store, blobs), "b", [result(c) for c in taken])
+    await finalize(store, blobs, batch, NOW + LEASE + 2)
+    mine = await store.claim_requests(other.id, "a", 1, NOW + LEASE + 2, NOW + 2 * LEASE)
+
+    committer = GroupCommitter(store, late, "a", on_commit=lambda: None)
+    running = asyncio.create_task(committer.run())
+    committer.add(result(claims[1]))
+    committer.add(result(mine[0]))
+    await asyncio.wait_for(committer.flush(), timeout=30)
+    running.cancel()
+
+    assert (await fetch(store, batch.id)).completed == 2
+    assert (await fetch(store, other.id)).completed == 1

@@ -772,27 +772,24 @@ class SqlStore:
 
     async def drop_lines(self, batch_id: str) -> None:
         """Delete a finished batch's lines and results (its output and error files hold them now),
-        a chunk per transaction so that a million-line batch never holds the writer for long.
-        Request rows go last: while any result is left, so is a request row to find it by."""
+        a range of lines per transaction so that a million-line batch never holds the writer for
+        long. Request rows go last: while any result is left, so is a request row to find it by."""
+        async with self.db.reader() as conn:
+            rows = await conn.fetch(
+                "SELECT max(line) AS last FROM requests WHERE batch_id = $1", batch_id
+            )
+        last = rows[0]["last"] or 0
         for table in ("results", "requests"):
-            while await self._drop_chunk(table, batch_id):
-                pass
+            for after in range(0, last, _DROP_CHUNK):
+                async with self.db.transaction(durable=False) as conn:
+                    await conn.execute(
+                        f"DELETE FROM {table} WHERE batch_id = $1 AND line > $2 AND line <= $3",
+                        batch_id,
+                        after,
+                        after + _DROP_CHUNK,
+                    )
         async with self.db.transaction(durable=False) as conn:
             await _delete_rows(conn, batch_id, "spans", "retries", "result_parts")
-
-    async def _drop_chunk(self, table: str, batch_id: str) -> bool:
-        """Delete up to a chunk of a batch's rows from ``table``; whether a whole chunk went."""
-        key = self.db.row_key
-        async with self.db.transaction(durable=False) as conn:
-            rows = await conn.fetch(
-                f"DELETE FROM {table} WHERE batch_id = $1 AND {key} "
-                + self.db.among(
-                    f"SELECT {key} FROM {table} WHERE batch_id = $1 LIMIT {_DROP_CHUNK}"
-                )
-                + " RETURNING line",
-                batch_id,
-            )
-        return len(rows) == _DROP_CHUNK
 
     async def batches_with_lines_left(self) -> list[str]:
         """Finished batches that still have lines: a worker stopped before dropping them."""

@@ -46,8 +46,10 @@ class ResultSpool:
         """Write the group's final lines to this worker's parts, and set where each one went.
 
         Parts are opened first, so that a store error moves no part's end. If a write fails, the
-        ends of the group's parts go back to where the group started and the error is raised:
-        placing the group again writes it over whatever the failed write left."""
+        group's parts are forgotten and the error raised: placing the group again writes it to
+        new parts. (Retrying the same part could fail for good: its batch may have been finished
+        and its parts deleted by another worker meanwhile.) What a failed write left lies past
+        its part's ``written`` mark, where nothing reads it."""
         finals = [r for r in group if r.state is not RequestState.PENDING]
         for where in {(r.batch_id, part_kind(r.state)) for r in finals}:
             if where not in self._parts:
@@ -66,8 +68,8 @@ class ResultSpool:
                 chunk.append(b"")
                 await self._blobs.write_at(self._parts[where].key, starts[where], b"\n".join(chunk))
         except OSError:
-            for where, start in starts.items():
-                self._parts[where].end = start
+            for where in lines:
+                del self._parts[where]
             raise
 
     async def _open(self, where: tuple[str, str]) -> _OpenPart:
