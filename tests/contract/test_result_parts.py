@@ -5,6 +5,7 @@ part without being counted."""
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Sequence
 from pathlib import Path
 
 import pytest
@@ -141,12 +142,12 @@ class TearsTheSecondWrite(LocalBlobStore):
 
     writes = 0
 
-    async def write_at(self, key: str, offset: int, data: bytes) -> None:
+    async def write_at(self, writes: Sequence[tuple[str, int, bytes]]) -> None:
         self.writes += 1
         if self.writes == 2:
-            await super().write_at(key, offset, data[: len(data) // 2])
+            await super().write_at([(key, at, data[: len(data) // 2]) for key, at, data in writes])
             raise OSError("no space left on device")
-        await super().write_at(key, offset, data)
+        await super().write_at(writes)
 
 
 async def test_a_failed_write_moves_its_group_to_new_parts(store: SqlStore, tmp_path: Path) -> None:

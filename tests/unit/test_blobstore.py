@@ -159,16 +159,17 @@ async def test_check(blobs: LocalBlobStore) -> None:
 
 
 async def test_write_at_grows_a_blob_and_cuts_off_what_lay_past_it(blobs: LocalBlobStore) -> None:
-    await blobs.write_at("parts/1.jsonl", 0, b"one\n")
-    await blobs.write_at("parts/1.jsonl", 4, b"two\nhalf of thr")
-    await blobs.write_at("parts/1.jsonl", 8, b"three\n")  # over what a failed write left
+    await blobs.write_at([("parts/1.jsonl", 0, b"one\n"), ("parts/2.jsonl", 0, b"uno\n")])
+    await blobs.write_at([("parts/1.jsonl", 4, b"two\nhalf of thr")])
+    await blobs.write_at([("parts/1.jsonl", 8, b"three\n")])  # over what a failed write left
     assert await read_all(blobs, "parts/1.jsonl") == b"one\ntwo\nthree\n"
+    assert await read_all(blobs, "parts/2.jsonl") == b"uno\n"
 
 
 async def test_write_at_past_the_end_is_refused(blobs: LocalBlobStore) -> None:
     """Bytes before ``offset`` were written durably, or the caller's accounting is wrong: a gap
     is never filled with zeros."""
-    await blobs.write_at("parts/1.jsonl", 0, b"one\n")
+    await blobs.write_at([("parts/1.jsonl", 0, b"one\n")])
     with pytest.raises(OSError, match="fewer than"):
-        await blobs.write_at("parts/1.jsonl", 9, b"two\n")
+        await blobs.write_at([("parts/1.jsonl", 9, b"two\n")])
     assert await read_all(blobs, "parts/1.jsonl") == b"one\n"

@@ -5,7 +5,7 @@ read as streams or byte ranges."""
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 
 
 class BlobWriter(ABC):
@@ -35,10 +35,11 @@ class BlobStore(ABC):
     async def read_range(self, key: str, offset: int, length: int) -> bytes: ...
 
     @abstractmethod
-    async def write_at(self, key: str, offset: int, data: bytes) -> None:
-        """Write ``data`` at ``offset`` of the blob, creating it if missing and cutting off
-        whatever lay at or past ``offset``, and make it durable before returning. The blob must
-        hold at least ``offset`` bytes. One writer per key. Raises OSError."""
+    async def write_at(self, writes: Sequence[tuple[str, int, bytes]]) -> None:
+        """For each ``(key, offset, data)``, write ``data`` at ``offset`` of the blob, creating it
+        if missing and cutting off whatever lay at or past ``offset``; all are durable before
+        this returns. A blob must hold at least ``offset`` bytes. One writer per key. Raises
+        OSError."""
 
     @abstractmethod
     async def delete(self, key: str) -> None:

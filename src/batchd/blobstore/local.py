@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import os
 import secrets
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 from pathlib import Path
 from typing import BinaryIO
 
@@ -100,20 +100,25 @@ class LocalBlobStore(BlobStore):
             handle.seek(offset)
             return handle.read(length)
 
-    async def write_at(self, key: str, offset: int, data: bytes) -> None:
-        # The write itself is a copy into the page cache and runs here; only the wait for the
-        # disk goes to a thread. A thread doing all of it took the GIL back once per system
-        # call, and each time the event loop had to stop and hand it over.
-        path = self._path(key)
-        created = not path.exists()
-        if created:
-            path.parent.mkdir(parents=True, exist_ok=True)
-        handle = os.open(path, os.O_WRONLY | os.O_CREAT, 0o644)
+    async def write_at(self, writes: Sequence[tuple[str, int, bytes]]) -> None:
+        # The writes themselves are copies into the page cache and run here; only the wait for
+        # the disk goes to a thread, once for them all. A thread doing all of it took the GIL back
+        # once per system call, and each time the event loop had to stop and hand it over; and a
+        # worker running many batches writes to as many parts in one group commit.
+        handles: list[int] = []
+        new_in: set[Path] = set()
         try:
-            _write_at(handle, offset, data, path)
-            await asyncio.to_thread(_sync_data, handle, path.parent if created else None)
+            for key, offset, data in writes:
+                path = self._path(key)
+                if not path.exists():
+                    path.parent.mkdir(parents=True, exist_ok=True)
+                    new_in.add(path.parent)
+                handles.append(os.open(path, os.O_WRONLY | os.O_CREAT, 0o644))
+                _write_at(handles[-1], offset, data, path)
+            await asyncio.to_thread(_sync_data, handles, new_in)
         finally:
-            os.close(handle)
+            for handle in handles:
+                os.close(handle)
 
     async def delete(self, key: str) -> None:
         await asyncio.to_thread(self._path(key).unlink, True)
@@ -147,8 +152,9 @@ def _write_at(handle: int, offset: int, data: bytes, path: Path) -> None:
         view = view[written:]
 
 
-def _sync_data(handle: int, new_in: Path | None) -> None:
-    """Make written bytes durable, and the file's creation in ``new_in`` when it is new."""
-    os.fdatasync(handle)
-    if new_in is not None:
-        _sync_directory(new_in)
+def _sync_data(handles: list[int], new_in: set[Path]) -> None:
+    """Make written bytes durable, and the creation of new files in the folders ``new_in``."""
+    for handle in handles:
+        os.fdatasync(handle)
+    for folder in new_in:
+        _sync_directory(folder)

@@ -63,10 +63,11 @@ class ResultSpool:
             result.part, result.part_offset = part.id, part.end
             part.end += len(result.output_line) + 1
             lines.setdefault(where, []).append(result.output_line)
+        for chunk in lines.values():
+            chunk.append(b"")
+        writes = [(self._parts[w].key, starts[w], b"\n".join(chunk)) for w, chunk in lines.items()]
         try:
-            for where, chunk in lines.items():
-                chunk.append(b"")
-                await self._blobs.write_at(self._parts[where].key, starts[where], b"\n".join(chunk))
+            await self._blobs.write_at(writes)
         except OSError:
             for where in lines:
                 del self._parts[where]
