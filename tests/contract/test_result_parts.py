@@ -14,6 +14,7 @@ from batchd.blobstore import BlobStore, open_blobstore
 from batchd.blobstore.local import LocalBlobStore
 from batchd.models import Batch, BatchStatus, RequestResult, RequestState
 from batchd.store import SqlStore
+from batchd.worker import spool as spool_module
 from batchd.worker.commits import GroupCommitter
 from batchd.worker.finalize import Finalizer
 from batchd.worker.spool import ResultSpool
@@ -197,3 +198,23 @@ async def test_a_late_answer_for_a_finished_batch_does_not_block_commits(
 
     assert (await fetch(store, batch.id)).completed == 2
     assert (await fetch(store, other.id)).completed == 1
+
+
+async def test_parts_forgotten_past_the_limit_are_not_the_groups_own(
+    store: SqlStore, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A worker remembers a bounded number of parts; those of the group being placed are never
+    the ones it forgets."""
+    monkeypatch.setattr(spool_module, "MAX_OPEN_PARTS", 2)
+    blobs = open_blobstore(tmp_path)
+    batches = [await make_running_batch(store, lines=2) for _ in range(3)]
+    claims = [await store.claim_requests(b.id, "w", 2, NOW, NOW + LEASE) for b in batches]
+    spool = ResultSpool(store, blobs)
+    await commit(store, spool, "w", [result(claims[0][0])])
+    await commit(store, spool, "w", [result(claims[1][0])])
+    await commit(store, spool, "w", [result(claims[0][1]), result(claims[2][0])])
+    await commit(store, spool, "w", [result(claims[1][1]), result(claims[2][1])])
+
+    for batch in batches:
+        done = await finalize(store, blobs, batch)
+        assert await lines_of(store, blobs, done.output_file_id) == [b'{"line":1}', b'{"line":2}']

@@ -17,8 +17,8 @@ from batchd.models import RequestResult, RequestState
 from batchd.store import SqlStore
 
 MAX_OPEN_PARTS = 4096
-"""Parts remembered for appending; past this many, the first opened are forgotten (a later result
-of their batch starts a new part)."""
+"""Parts remembered for appending (more than a group can touch); past this many, the least recently
+used are forgotten, and a later result of their batch starts a new part."""
 
 
 def part_key(batch_id: str, part: int) -> str:
@@ -52,7 +52,9 @@ class ResultSpool:
         its part's ``written`` mark, where nothing reads it."""
         finals = [r for r in group if r.state is not RequestState.PENDING]
         for where in {(r.batch_id, part_kind(r.state)) for r in finals}:
-            if where not in self._parts:
+            if where in self._parts:
+                self._parts.move_to_end(where)  # not to be forgotten while the group opens parts
+            else:
                 await self._open(where)
         starts: dict[tuple[str, str], int] = {}
         lines: dict[tuple[str, str], list[bytes]] = {}
