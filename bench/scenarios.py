@@ -55,7 +55,7 @@ def _bare_loop(
     return time.perf_counter() - started, time.process_time() - cpu
 
 
-OVERHEAD_PAIRS = 3
+OVERHEAD_PAIRS = 5
 """Baseline and batchd run alternately this many times; the median of the paired ratios is
 reported, because one run on a shared machine can be off by half."""
 
