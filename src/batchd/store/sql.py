@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -654,14 +654,8 @@ class SqlStore:
     async def finished_lines(self, batch_id: str) -> AsyncIterator[FinishedLine]:
         """Every line of the batch in line order, a page at a time (``pending`` when it has no
         result yet)."""
-        last = 0
-        while True:
-            page = await self._finished_page(batch_id, last)
-            for line in page:
-                yield line
-            if len(page) < _PAGE_OF_RESULTS:
-                return
-            last = page[-1].line
+        async for line in _paged(self._finished_page, batch_id):
+            yield line
 
     async def _finished_page(self, batch_id: str, after: int) -> list[FinishedLine]:
         # Two range scans merged here rather than a join: PostgreSQL's planner chose to hash the
@@ -688,14 +682,8 @@ class SqlStore:
     async def unparted_lines(self, batch_id: str) -> AsyncIterator[FinishedLine]:
         """The batch's results that are not in a result part (skipped lines, and lines committed
         before parts existed), in line order, a page at a time."""
-        last = 0
-        while True:
-            page = await self._unparted_page(batch_id, last)
-            for line in page:
-                yield line
-            if len(page) < _PAGE_OF_RESULTS:
-                return
-            last = page[-1].line
+        async for line in _paged(self._unparted_page, batch_id):
+            yield line
 
     async def _unparted_page(self, batch_id: str, after: int) -> list[FinishedLine]:
         async with self.db.reader() as conn:
@@ -940,6 +928,20 @@ def _batch(row: Row) -> Batch:
             total_tokens=row["total_tokens"],
         ),
     )
+
+
+async def _paged(
+    page: Callable[[str, int], Awaitable[list[FinishedLine]]], batch_id: str
+) -> AsyncIterator[FinishedLine]:
+    """Every line ``page`` finds, asking for the page after the last line of the one before."""
+    last = 0
+    while True:
+        lines = await page(batch_id, last)
+        for line in lines:
+            yield line
+        if len(lines) < _PAGE_OF_RESULTS:
+            return
+        last = lines[-1].line
 
 
 def _finished(line: int, custom_id: str, result: Row | None) -> FinishedLine:
