@@ -1,4 +1,6 @@
-"""Blobs as files in a local folder. File I/O runs in threads, never on the event loop."""
+"""Blobs as files in a local folder. File I/O runs in threads, never on the event loop, but for
+the writes to result parts: copies into the page cache, cheaper than the trip to a thread (their
+sync to disk still goes to one)."""
 
 from __future__ import annotations
 
