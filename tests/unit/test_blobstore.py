@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from batchd.blobstore import LocalBlobStore
+from batchd.blobstore import LocalBlobStore, local
 from batchd.errors import BlobNotFound
 
 pytestmark = pytest.mark.anyio
@@ -173,3 +173,21 @@ async def test_write_at_past_the_end_is_refused(blobs: LocalBlobStore) -> None:
     with pytest.raises(OSError, match="fewer than"):
         await blobs.write_at([("parts/1.jsonl", 9, b"two\n")])
     assert await read_all(blobs, "parts/1.jsonl") == b"one\n"
+
+
+async def test_new_folders_are_synced_into_their_parents(
+    blobs: LocalBlobStore, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A new blob in new folders survives a power cut only if each new folder's entry in its
+    parent is synced too, not only the blob's entry in its own folder."""
+    synced: list[Path] = []
+    monkeypatch.setattr(local, "_sync_directory", synced.append)
+    blobs.root.mkdir(parents=True)
+    batch = blobs.root / "batches" / "b1"
+
+    await put(blobs, "batches/b1/output.jsonl", b"x\n")
+    assert set(synced) == {blobs.root, blobs.root / "batches", batch}
+
+    synced.clear()
+    await blobs.write_at([("batches/b1/parts/1.jsonl", 0, b"x\n")])
+    assert set(synced) == {batch, batch / "parts"}

@@ -24,6 +24,7 @@ class LocalBlobWriter(BlobWriter):
         self._path = path
         self._temp = path.with_name(f".{path.name}.{secrets.token_hex(4)}.part")
         self._file: BinaryIO | None = None
+        self._new_folders: list[Path] = []
         self._pending: list[bytes] = []
         self._pending_size = 0
         self.size = 0
@@ -41,7 +42,7 @@ class LocalBlobWriter(BlobWriter):
 
     def _write_sync(self, chunk: bytes) -> None:
         if self._file is None:
-            self._path.parent.mkdir(parents=True, exist_ok=True)
+            self._new_folders = _make_folders(self._path.parent)
             self._file = open(self._temp, "wb")  # noqa: SIM115 - closed in commit/abort
         self._file.write(chunk)
 
@@ -57,7 +58,8 @@ class LocalBlobWriter(BlobWriter):
         os.fsync(self._file.fileno())
         self._file.close()
         os.replace(self._temp, self._path)
-        _sync_directory(self._path.parent)
+        for folder in {self._path.parent, *(new.parent for new in self._new_folders)}:
+            _sync_directory(folder)
 
     async def abort(self) -> None:
         await asyncio.to_thread(self._abort_sync)
@@ -113,8 +115,8 @@ class LocalBlobStore(BlobStore):
             for key, offset, data in writes:
                 path = self._path(key)
                 if not path.exists():
-                    path.parent.mkdir(parents=True, exist_ok=True)
                     new_in.add(path.parent)
+                    new_in.update(new.parent for new in _make_folders(path.parent))
                 handles.append(os.open(path, os.O_WRONLY | os.O_CREAT, 0o644))
                 _write_at(handles[-1], offset, data, path)
             await asyncio.to_thread(_sync_data, handles, new_in)
@@ -130,6 +132,18 @@ class LocalBlobStore(BlobStore):
         key = f".probe-{secrets.token_hex(4)}"
         await self.writer(key).commit()
         await self.delete(key)
+
+
+def _make_folders(folder: Path) -> list[Path]:
+    """Create ``folder`` and any missing parents; those it created (whose entries in their own
+    parents must be synced, too, for a file in them to survive a power cut)."""
+    missing = []
+    while not folder.exists():
+        missing.append(folder)
+        folder = folder.parent
+    for new in reversed(missing):
+        new.mkdir(exist_ok=True)
+    return missing
 
 
 def _sync_directory(path: Path) -> None:
