@@ -29,6 +29,12 @@ class Connection(Protocol):
 
     async def executemany(self, sql: str, rows: Sequence[Sequence[Any]]) -> None: ...
 
+    async def insert_rows(
+        self, table: str, columns: Sequence[str], rows: Sequence[Sequence[Any]]
+    ) -> None:
+        """Many new rows at once: ``COPY`` on PostgreSQL, an ``INSERT`` per row on SQLite."""
+        ...
+
     async def fetch(self, sql: str, *args: Any) -> list[Row]: ...
 
 

@@ -239,9 +239,9 @@ class SqlStore:
 
     async def add_requests(self, batch_id: str, lines: Sequence[IndexedLine]) -> None:
         async with self.db.transaction(durable=False) as conn:
-            await conn.executemany(
-                "INSERT INTO requests (batch_id, line, custom_id, byte_offset, byte_length) "
-                "VALUES ($1, $2, $3, $4, $5)",
+            await conn.insert_rows(
+                "requests",
+                ("batch_id", "line", "custom_id", "byte_offset", "byte_length"),
                 [(batch_id, r.line, r.custom_id, r.offset, r.length) for r in lines],
             )
 

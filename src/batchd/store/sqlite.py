@@ -71,6 +71,15 @@ class _SqliteConnection(Connection):
         with _translated():
             self._conn.executemany(_to_sqlite(sql), rows)
 
+    async def insert_rows(
+        self, table: str, columns: Sequence[str], rows: Sequence[Sequence[Any]]
+    ) -> None:
+        marks = ", ".join("?" * len(columns))
+        with _translated():
+            self._conn.executemany(
+                f"INSERT INTO {table} ({', '.join(columns)}) VALUES ({marks})", rows
+            )
+
     async def fetch(self, sql: str, *args: Any) -> list[Row]:
         with _translated():
             rows: list[Row] = self._conn.execute(_to_sqlite(sql), args).fetchall()
