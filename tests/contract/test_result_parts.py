@@ -23,6 +23,12 @@ from tests.contract.test_store import DAY, LEASE, NOW, fetch, make_running_batch
 pytestmark = pytest.mark.anyio
 
 
+@pytest.fixture(autouse=True)
+def every_line_to_a_part(monkeypatch: pytest.MonkeyPatch) -> None:
+    """These batches are small: without this their lines would stay in the store."""
+    monkeypatch.setattr(spool_module, "KEPT_IN_STORE", 0)
+
+
 async def commit(
     store: SqlStore, spool: ResultSpool, owner: str, results: list[RequestResult]
 ) -> None:
@@ -218,3 +224,26 @@ async def test_parts_forgotten_past_the_limit_are_not_the_groups_own(
     for batch in batches:
         done = await finalize(store, blobs, batch)
         assert await lines_of(store, blobs, done.output_file_id) == [b'{"line":1}', b'{"line":2}']
+
+
+async def test_the_first_lines_of_a_batch_stay_in_the_store(
+    store: SqlStore, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A small batch costs no part; a larger one keeps its first lines in the store and writes
+    the rest to parts, and its files hold every line once either way."""
+    monkeypatch.setattr(spool_module, "KEPT_IN_STORE", 2)
+    blobs = open_blobstore(tmp_path)
+    batch = await make_running_batch(store, lines=5)
+    claims = await store.claim_requests(batch.id, "w", 5, NOW, NOW + LEASE)
+    spool = ResultSpool(store, blobs)
+    await commit(store, spool, "w", [result(claims[0]), result(claims[1], RequestState.FAILED)])
+    assert await store.result_parts(batch.id) == []
+    await commit(store, spool, "w", [result(c) for c in claims[2:]])
+    assert [part.lines for part in await store.result_parts(batch.id)] == [3]
+
+    done = await finalize(store, blobs, batch)
+
+    assert sorted(await lines_of(store, blobs, done.output_file_id)) == [
+        b'{"line":%d}' % line for line in (1, 3, 4, 5)
+    ]
+    assert await lines_of(store, blobs, done.error_file_id) == [b'{"line":2}']
