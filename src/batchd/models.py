@@ -150,8 +150,7 @@ class RequestResult:
     dataclass's ``__init__`` costs several times more.
 
     Once its line is written to a result part, ``part`` is the part's id and ``part_offset`` where
-    the line starts there (it takes ``len(output_line) + 1`` bytes, with its newline); the store
-    then keeps only that place, not the line."""
+    the line starts there; the store then keeps only that place, not the line."""
 
     batch_id: str
     line: int
@@ -163,6 +162,11 @@ class RequestResult:
     attempts: int = 0
     part: int | None = None
     part_offset: int = 0
+
+    @property
+    def part_length(self) -> int:
+        """The bytes its line takes in a part, with the newline."""
+        return len(self.output_line) + 1
 
 
 @dataclass(frozen=True)

@@ -531,7 +531,7 @@ class SqlStore:
         self, conn: Connection, batch_id: str, finals: list[RequestResult]
     ) -> None:
         rows = [
-            (r.line, r.state.value, None, r.part, r.part_offset, len(r.output_line) + 1)
+            (r.line, r.state.value, None, r.part, r.part_offset, r.part_length)
             if r.part is not None
             else (r.line, r.state.value, r.output_line, None, None, None)
             for r in finals
@@ -560,7 +560,7 @@ class SqlStore:
         written: dict[int, int] = {}
         for r in results:
             if r.part is not None:
-                end = r.part_offset + len(r.output_line) + 1
+                end = r.part_offset + r.part_length
                 written[r.part] = max(written.get(r.part, 0), end)
         if not written:
             return
@@ -568,7 +568,7 @@ class SqlStore:
         for r in finals:
             if r.part is not None:
                 size, lines = counted.get(r.part, (0, 0))
-                counted[r.part] = (size + len(r.output_line) + 1, lines + 1)
+                counted[r.part] = (size + r.part_length, lines + 1)
         await conn.executemany(
             "UPDATE result_parts SET written = $1, committed = committed + $2, "
             "lines = lines + $3 WHERE id = $4",
@@ -680,8 +680,9 @@ class SqlStore:
         return [_finished(row["line"], row["custom_id"], found.get(row["line"])) for row in lines]
 
     async def unparted_lines(self, batch_id: str) -> AsyncIterator[FinishedLine]:
-        """The batch's results that are not in a result part (skipped lines, and lines committed
-        before parts existed), in line order, a page at a time."""
+        """The batch's results that are not in a result part (skipped lines, each worker's first
+        lines of the batch, lines committed before parts existed), in line order, a page at a
+        time."""
         async for line in _paged(self._unparted_page, batch_id):
             yield line
 

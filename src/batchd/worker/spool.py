@@ -70,7 +70,7 @@ class ResultSpool:
             part = self._parts[where]
             starts.setdefault(where, part.end)
             result.part, result.part_offset = part.id, part.end
-            part.end += len(result.output_line) + 1
+            part.end += result.part_length
             lines.setdefault(where, []).append(result.output_line)
         for chunk in lines.values():
             chunk.append(b"")
