@@ -65,11 +65,11 @@ class Finalizer:
         self, batch: Batch, now: int
     ) -> tuple[StoredFile | None, StoredFile | None]:
         keys = {kind: f"batches/{batch.id}/{kind}.jsonl" for kind in ("output", "error")}
-        writers = {kind: self._blobs.writer(key) for kind, key in keys.items()}
+        writers = self._writers(keys)
         try:
             if not await self._copy_whole_parts(batch, writers):
                 await _abort(writers)
-                writers = {kind: self._blobs.writer(key) for kind, key in keys.items()}
+                writers = self._writers(keys)
                 await self._copy_line_by_line(batch, writers)
         except BaseException:
             await _abort(writers)
@@ -78,6 +78,9 @@ class Finalizer:
             await self._keep(batch, writers["output"], keys["output"], now),
             await self._keep(batch, writers["error"], keys["error"], now),
         )
+
+    def _writers(self, keys: dict[str, str]) -> dict[str, BlobWriter]:
+        return {kind: self._blobs.writer(key) for kind, key in keys.items()}
 
     async def _copy_whole_parts(self, batch: Batch, writers: dict[str, BlobWriter]) -> bool:
         """The common case: every part holds only counted lines, so each is copied whole, then
