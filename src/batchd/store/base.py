@@ -45,8 +45,6 @@ class Database(ABC):
     dialect: str
     skip_locked: str = ""
     for_update: str = ""
-    has_arrays: bool = False
-    """Whether statements take arrays (``unnest``) in place of ``executemany``."""
 
     row_key: str = "line"
     """The column a claim uses to name the rows its sub-select picked (within one batch)."""

@@ -46,7 +46,7 @@ class _PostgresConnection(Connection):
     async def insert_rows(
         self, table: str, columns: Sequence[str], rows: Sequence[Sequence[Any]]
     ) -> None:
-        # COPY rather than an INSERT per row: the server spent 3.5 µs on each of those.
+        # COPY rather than an INSERT per row (3.5 µs each in the server for request rows).
         with _translated():
             await self._conn.copy_records_to_table(table, records=rows, columns=list(columns))
 
@@ -63,7 +63,6 @@ class PostgresDatabase(Database):
     dialect = "postgres"
     skip_locked = "FOR UPDATE SKIP LOCKED"
     for_update = "FOR UPDATE"
-    has_arrays = True
     # A claim's rows by physical address: a TID scan of the picked rows whatever the statistics.
     # Keyed by line, a batch inserted since the last ANALYZE looked like one row, and the planner
     # re-ran the locking sub-select once per row of the batch, claiming the whole batch at once.

@@ -25,6 +25,8 @@ from batchd.models import (
 from batchd.store.base import Connection, Database, Page, Row
 
 _FILE_COLUMNS = "id, project, purpose, filename, bytes, created_at, expires_at, blob_key"
+_LINE_COLUMNS = "line, custom_id, byte_offset, byte_length"  # what a claim hands out
+_RESULT_COLUMNS = "line, state, result, part, part_offset, part_length"
 _PAGE_OF_RESULTS = 1000
 _DROP_CHUNK = 5000
 _LINE_STATES = {state.value: state for state in RequestState}
@@ -330,7 +332,7 @@ class SqlStore:
             return []
         attempts = {r["line"]: r["attempts"] for r in leased}
         rows = await conn.fetch(
-            "SELECT line, custom_id, byte_offset, byte_length FROM requests "
+            f"SELECT {_LINE_COLUMNS} FROM requests "
             f"WHERE batch_id = $1 AND line {self.db.any_of('$2')} ORDER BY line",
             batch_id,
             self.db.int_array(sorted(attempts)),
@@ -356,7 +358,7 @@ class SqlStore:
             return []
         first, last = spans[0]["first_line"], spans[0]["last_line"]
         rows = await conn.fetch(
-            "SELECT line, custom_id, byte_offset, byte_length FROM requests q "
+            f"SELECT {_LINE_COLUMNS} FROM requests q "
             "WHERE q.batch_id = $1 AND q.line BETWEEN $2 AND $3 "
             "AND NOT EXISTS (SELECT 1 FROM results s WHERE s.batch_id = $1 AND s.line = q.line) "
             "AND NOT EXISTS (SELECT 1 FROM retries t WHERE t.batch_id = $1 AND t.line = q.line) "
@@ -387,7 +389,7 @@ class SqlStore:
         if not cursor:
             return []
         rows = await conn.fetch(
-            "SELECT line, custom_id, byte_offset, byte_length FROM requests "
+            f"SELECT {_LINE_COLUMNS} FROM requests "
             f"WHERE batch_id = $1 AND line > $2 ORDER BY line LIMIT {int(limit)}",
             batch_id,
             cursor[0]["next_line"],
@@ -530,26 +532,15 @@ class SqlStore:
     async def _insert_results(
         self, conn: Connection, batch_id: str, finals: list[RequestResult]
     ) -> None:
-        rows = [
-            (r.line, r.state.value, None, r.part, r.part_offset, r.part_length)
-            if r.part is not None
-            else (r.line, r.state.value, r.output_line, None, None, None)
-            for r in finals
-        ]
-        if self.db.has_arrays:
-            # PostgreSQL: one statement over arrays, rather than a round trip per row.
-            await conn.execute(
-                "INSERT INTO results (batch_id, line, state, result, part, part_offset, "
-                "part_length) SELECT $1, u.* FROM unnest($2::int[], $3::text[], $4::bytea[], "
-                "$5::bigint[], $6::bigint[], $7::int[]) AS u",
-                batch_id,
-                *(list(column) for column in zip(*rows, strict=True)),
-            )
-            return
-        await conn.executemany(
-            "INSERT INTO results (batch_id, line, state, result, part, part_offset, part_length) "
-            "VALUES ($1, $2, $3, $4, $5, $6, $7)",
-            [(batch_id, *row) for row in rows],
+        await conn.insert_rows(
+            "results",
+            ("batch_id", "line", "state", "result", "part", "part_offset", "part_length"),
+            [
+                (batch_id, r.line, r.state.value, None, r.part, r.part_offset, r.part_length)
+                if r.part is not None
+                else (batch_id, r.line, r.state.value, r.output_line, None, None, None)
+                for r in finals
+            ],
         )
 
     async def _count_in_parts(
@@ -670,7 +661,7 @@ class SqlStore:
             if not lines:
                 return []
             results = await conn.fetch(
-                "SELECT line, state, result, part, part_offset, part_length FROM results "
+                f"SELECT {_RESULT_COLUMNS} FROM results "
                 "WHERE batch_id = $1 AND line BETWEEN $2 AND $3",
                 batch_id,
                 lines[0]["line"],
@@ -689,7 +680,7 @@ class SqlStore:
     async def _unparted_page(self, batch_id: str, after: int) -> list[FinishedLine]:
         async with self.db.reader() as conn:
             results = await conn.fetch(
-                "SELECT line, state, result, part, part_offset, part_length FROM results "
+                f"SELECT {_RESULT_COLUMNS} FROM results "
                 "WHERE batch_id = $1 AND line > $2 AND part IS NULL "
                 f"ORDER BY line LIMIT {_PAGE_OF_RESULTS}",
                 batch_id,
