@@ -20,6 +20,7 @@ from batchd.batches import Batches
 from batchd.blobstore import open_blobstore
 from batchd.clock import SystemClock
 from batchd.files import Files, Upload
+from batchd.heap import tune_collector
 from batchd.result_lines import answered_line
 from batchd.settings import load_settings
 from batchd.store import open_store
@@ -80,6 +81,7 @@ async def _run_batch(
     files = Files(settings, store, blobs, clock)
     batches = Batches(settings, store, clock, worker.notify)
     await worker.start()
+    tune_collector()
     try:
         upload = await files.upload(Upload("default", "batch", source.name, _chunks(source)))
         started = time.process_time()

@@ -12,6 +12,7 @@ import click
 
 from batchd.client import register as register_client_commands
 from batchd.errors import ConfigurationError
+from batchd.heap import tune_collector
 from batchd.logs import configure as configure_logging
 from batchd.settings import Settings, load_settings
 
@@ -95,8 +96,10 @@ def serve(
         **flags,
     )
     configure_logging(settings.log_level, settings.log_format)
+    app = create_app(settings)
+    tune_collector()
     uvicorn.run(
-        create_app(settings),
+        app,
         host=settings.host,
         port=settings.port,
         log_level=settings.log_level.lower(),
@@ -142,6 +145,7 @@ async def _run_worker(settings: Settings) -> None:
     for signum in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(signum, stop.set)
     await engine.start()
+    tune_collector()
     await stop.wait()
     await engine.stop(SHUTDOWN_GRACE)
     await router.close()
