@@ -71,7 +71,7 @@ class LineError:
     line: int | None = None
 
 
-@dataclass
+@dataclass(slots=True)
 class Usage:
     input_tokens: int = 0
     cached_tokens: int = 0

@@ -7,8 +7,11 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 
 
-@dataclass(frozen=True)
+@dataclass(slots=True)
 class UpstreamResponse:
+    """Not frozen: one is made per request, and a frozen dataclass's ``__init__`` costs several
+    times more."""
+
     status: int
     body: bytes
     request_id: str | None
