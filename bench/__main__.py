@@ -20,7 +20,11 @@ from bench.harness import ROOT  # noqa: F401 - puts the repository on sys.path f
 from bench.scenarios import SCENARIOS, Row
 
 DEFAULT = ["fake", "overhead", "saturation", "ingest", "many-small", "api"]
-REQUESTS = {"scale": 1_000_000, "embeddings": 4_000}  # where --requests is not given
+REQUESTS = {  # where --requests is not given
+    "scale": 1_000_000,
+    "embeddings": 4_000,
+    "instructions": 3_000,
+}
 
 
 def main() -> int:
@@ -34,7 +38,8 @@ def main() -> int:
     parser.add_argument(
         "--requests",
         type=int,
-        help="requests per batch (default 50,000; scale: 1,000,000; embeddings: 4,000)",
+        help="requests per batch (default 50,000; scale: 1,000,000; embeddings: 4,000; "
+        "instructions: 3,000)",
     )
     parser.add_argument("--database-url", help="run on this PostgreSQL instead of SQLite")
     args = parser.parse_args()

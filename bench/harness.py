@@ -9,7 +9,7 @@ import os
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -136,11 +136,17 @@ def _nearly_done(batch: dict[str, object]) -> bool:
 
 @contextlib.contextmanager
 def batchd(
-    workdir: Path, upstream: str, *flags: str, env: dict[str, str] | None = None
+    workdir: Path,
+    upstream: str,
+    *flags: str,
+    env: dict[str, str] | None = None,
+    under: Sequence[str] = (),
 ) -> Iterator[Batchd]:
+    """``batchd serve`` in a process of its own; ``under`` runs it under a tool (valgrind)."""
     port = free_port()
     data = workdir / f"batchd-{port}"
     command = [
+        *under,
         sys.executable,
         "-m",
         "batchd",

@@ -13,6 +13,7 @@ import httpx
 import uvloop
 
 from bench import inprocess
+from bench import instructions as bench_instructions
 from bench.baseline import run_baseline
 from bench.harness import (
     Batchd,
@@ -411,6 +412,25 @@ def in_process(work: Path, requests: int, store_flags: list[str]) -> list[Row]:
     ]
 
 
+def instructions(work: Path, requests: int, store_flags: list[str]) -> list[Row]:
+    """Instructions per request under callgrind, against the bare loop (``bench/instructions.py``):
+    the steady figure for comparing two trees on a noisy machine."""
+    measure = f"{requests:,} requests, instructions/request (callgrind)"
+    if bench_instructions.valgrind_missing():
+        return [Row("instructions", measure, "valgrind is not installed", "", "", "")]
+    ours, bare = bench_instructions.per_request(work, requests, store_flags)
+    return [
+        Row(
+            "instructions",
+            measure,
+            f"{ours:,.0f}",
+            f"{bare:,.0f}",
+            f"{ours / bare:.2f}",
+            "",
+        )
+    ]
+
+
 def embeddings(work: Path, requests: int, store_flags: list[str]) -> list[Row]:
     """Embeddings through a batch on the local model, against the model called in a loop with
     the same micro-batch size (batchd's ``local_batch_size``)."""
@@ -456,5 +476,6 @@ SCENARIOS = {
     "api": api_under_load,
     "scale": scale,
     "in-process": in_process,
+    "instructions": instructions,
     "embeddings": embeddings,
 }

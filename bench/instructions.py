@@ -1,0 +1,102 @@
+"""Instructions per request, counted under callgrind: ``batchd serve`` against the bare loop.
+
+Wall and CPU time on a shared machine move by ±15 % between runs of the same tree; instruction
+counts move by well under 1 %, so two trees can be told apart by a change of a few µs. Each side
+runs two batches, a small and a large one, and the difference is divided by the difference in
+lines, so that what each pays once (start-up, a batch's fixed steps) cancels. batchd's count
+includes everything it does for a batch until it is idle again (the rows it deletes after
+``completed``), and a poll of the batch every few seconds.
+
+Not a target's measure (the targets are wall time), and not the CPU ratio either: under valgrind
+batchd runs ~50 times slower while the fake model server does not, so answers come back at once
+and group commits are larger than in a real run. Needs valgrind (``apt install valgrind``).
+"""
+
+from __future__ import annotations
+
+import re
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from bench.harness import TERMINAL, Batchd, batchd, fake_model_server, write_chat_batch
+
+SMALL = 1_000
+POLL = 5.0
+"""Seconds between polls of a running batch: each poll costs the server instructions too."""
+CALLGRIND = ["valgrind", "--tool=callgrind", "--dump-instr=no"]
+
+BARE_LOOP = """
+import asyncio, sys
+import uvloop
+from pathlib import Path
+from bench.baseline import run_baseline
+source, base_url = Path(sys.argv[1]), sys.argv[2]
+with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
+    runner.run(run_baseline(source, source.with_suffix(".out"), base_url, 64))
+"""
+
+
+def valgrind_missing() -> bool:
+    return shutil.which("valgrind") is None or shutil.which("callgrind_control") is None
+
+
+def per_request(work: Path, requests: int, store_flags: list[str]) -> tuple[float, float]:
+    """Instructions per request of batchd and of the bare loop."""
+    small = write_chat_batch(work / "small.jsonl", SMALL)
+    large = write_chat_batch(work / "large.jsonl", requests)
+    with fake_model_server(work) as upstream:
+        bare = [_bare_loop(work, source, upstream) for source in (small, large)]
+        out = work / "batchd.callgrind"
+        under = [*CALLGRIND, f"--callgrind-out-file={out}"]
+        with batchd(work, upstream, *store_flags, under=under) as server:
+            ours = [_one_batch(server, source, out) for source in (small, large)]
+    lines = requests - SMALL
+    return (ours[1] - ours[0]) / lines, (bare[1] - bare[0]) / lines
+
+
+def _one_batch(server: Batchd, source: Path, out: Path) -> int:
+    """Instructions the server spent on one batch, from create until it is idle again."""
+    file_id = server.upload(source)
+    server.wait_idle()
+    _callgrind_control("--zero", server.process.pid)
+    batch_id = server.create(file_id)
+    while (status := server.batch(batch_id)["status"]) not in TERMINAL:
+        time.sleep(POLL)
+    assert status == "completed", status
+    server.wait_idle()
+    before = set(out.parent.glob(out.name + ".*"))
+    _callgrind_control("--dump", server.process.pid)
+    deadline = time.monotonic() + 60
+    while not (dumps := set(out.parent.glob(out.name + ".*")) - before):
+        if time.monotonic() > deadline:
+            raise RuntimeError("callgrind wrote no dump")
+        time.sleep(0.2)
+    time.sleep(1)  # let the dump be written whole
+    return _total(dumps.pop())
+
+
+def _bare_loop(work: Path, source: Path, upstream: str) -> int:
+    out = work / f"{source.stem}.bare.callgrind"
+    command = [sys.executable, "-c", BARE_LOOP, str(source), upstream]
+    subprocess.run(
+        [*CALLGRIND, f"--callgrind-out-file={out}", *command],
+        check=True,
+        capture_output=True,
+        cwd=Path(__file__).resolve().parents[1],
+    )
+    return _total(out)
+
+
+def _callgrind_control(action: str, pid: int) -> None:
+    subprocess.run(["callgrind_control", action, str(pid)], check=True, capture_output=True)
+
+
+def _total(dump: Path) -> int:
+    with dump.open(errors="replace") as lines:
+        for line in lines:
+            if match := re.match(r"(?:summary|totals): (\d+)", line):
+                return int(match.group(1))
+    raise RuntimeError(f"no total in {dump}")
