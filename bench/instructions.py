@@ -70,12 +70,12 @@ def _one_batch(server: Batchd, source: Path, out: Path) -> int:
     before = set(out.parent.glob(out.name + ".*"))
     _callgrind_control("--dump", server.process.pid)
     deadline = time.monotonic() + 60
-    while not (dumps := set(out.parent.glob(out.name + ".*")) - before):
-        if time.monotonic() > deadline:
-            raise RuntimeError("callgrind wrote no dump")
+    while time.monotonic() < deadline:
+        for dump in set(out.parent.glob(out.name + ".*")) - before:
+            if (total := _total(dump)) is not None:
+                return total
         time.sleep(0.2)
-    time.sleep(1)  # let the dump be written whole
-    return _total(dumps.pop())
+    raise RuntimeError("callgrind wrote no whole dump")
 
 
 def _bare_loop(work: Path, source: Path, upstream: str) -> int:
@@ -87,16 +87,21 @@ def _bare_loop(work: Path, source: Path, upstream: str) -> int:
         capture_output=True,
         cwd=Path(__file__).resolve().parents[1],
     )
-    return _total(out)
+    total = _total(out)
+    if total is None:
+        raise RuntimeError(f"no whole dump in {out}")
+    return total
 
 
 def _callgrind_control(action: str, pid: int) -> None:
     subprocess.run(["callgrind_control", action, str(pid)], check=True, capture_output=True)
 
 
-def _total(dump: Path) -> int:
-    with dump.open(errors="replace") as lines:
-        for line in lines:
-            if match := re.match(r"(?:summary|totals): (\d+)", line):
-                return int(match.group(1))
-    raise RuntimeError(f"no total in {dump}")
+def _total(dump: Path) -> int | None:
+    """The dump's count of instructions (its ``summary``), once it is written whole (its
+    ``totals`` line comes last)."""
+    text = dump.read_text(errors="replace")
+    summary = re.search(r"^summary: (\d+)$", text, re.MULTILINE)
+    if summary is None or not re.search(r"^totals: \d+$", text, re.MULTILINE):
+        return None
+    return int(summary.group(1))
