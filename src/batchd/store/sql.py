@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from dataclasses import dataclass
+from operator import attrgetter
 from typing import Any
 
 import orjson
@@ -30,6 +31,7 @@ _RESULT_COLUMNS = "line, state, result, part, part_offset, part_length"
 _PAGE_OF_RESULTS = 1000
 _DROP_CHUNK = 5000
 _LINE_STATES = {state.value: state for state in RequestState}
+_BATCH_AND_LINE = attrgetter("batch_id", "line")
 
 
 @dataclass(slots=True)
@@ -443,7 +445,7 @@ class SqlStore:
         is never counted twice.
         """
         by_batch: dict[str, list[RequestResult]] = {}
-        for result in sorted(results, key=_batch_and_line):
+        for result in sorted(results, key=_BATCH_AND_LINE):
             by_batch.setdefault(result.batch_id, []).append(result)
         async with self.db.transaction(durable=False) as conn:
             # Rows are locked in key order everywhere, so writers cannot deadlock.
@@ -804,10 +806,6 @@ class SqlStore:
 def _statuses(statuses: frozenset[BatchStatus]) -> str:
     """A SQL list of statuses, from the lifecycle's own sets (never from input)."""
     return "(" + ", ".join(f"'{s.value}'" for s in sorted(statuses)) + ")"
-
-
-def _batch_and_line(result: RequestResult) -> tuple[str, int]:
-    return result.batch_id, result.line
 
 
 async def _forget_lines(conn: Connection, batch_id: str) -> None:

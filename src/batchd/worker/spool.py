@@ -57,30 +57,34 @@ class ResultSpool:
         new parts. (Retrying the same part could fail for good: its batch may have been finished
         and its parts deleted by another worker meanwhile.) What a failed write left lies past
         its part's ``written`` mark, where nothing reads it."""
-        finals = [r for r in group if r.state is not RequestState.PENDING and self._to_part(r)]
-        for where in {(r.batch_id, part_kind(r.state)) for r in finals}:
+        by_part: dict[tuple[str, str], list[RequestResult]] = {}
+        for result in group:
+            if result.state is not RequestState.PENDING and self._to_part(result):
+                by_part.setdefault((result.batch_id, part_kind(result.state)), []).append(result)
+        for where in by_part:
             if where in self._parts:
                 self._parts.move_to_end(where)  # not to be forgotten while the group opens parts
             else:
                 await self._open(where)
-        starts: dict[tuple[str, str], int] = {}
-        lines: dict[tuple[str, str], list[bytes]] = {}
-        for result in finals:
-            where = (result.batch_id, part_kind(result.state))
-            part = self._parts[where]
-            starts.setdefault(where, part.end)
-            result.part, result.part_offset = part.id, part.end
-            part.end += result.part_length
-            lines.setdefault(where, []).append(result.output_line)
-        for chunk in lines.values():
-            chunk.append(b"")
-        writes = [(self._parts[w].key, starts[w], b"\n".join(chunk)) for w, chunk in lines.items()]
+        writes = [self._append(self._parts[where], results) for where, results in by_part.items()]
         try:
             await self._blobs.write_at(writes)
         except OSError:
-            for where in lines:
+            for where in by_part:
                 del self._parts[where]
             raise
+
+    @staticmethod
+    def _append(part: _OpenPart, results: list[RequestResult]) -> tuple[str, int, bytes]:
+        """Give each result its place at the end of ``part``; the write that puts them there."""
+        start = end = part.end
+        for result in results:
+            result.part, result.part_offset = part.id, end
+            end += result.part_length
+        part.end = end
+        lines = [result.output_line for result in results]
+        lines.append(b"")
+        return part.key, start, b"\n".join(lines)
 
     def _to_part(self, result: RequestResult) -> bool:
         """Whether the result's line goes to a part (else it stays whole in the store)."""
