@@ -41,6 +41,17 @@ class _OpenPart:
     key: str
     end: int  # where the next line starts
 
+    def append(self, results: list[RequestResult]) -> tuple[str, int, bytes]:
+        """Give each result its place at the end of this part; the write that puts them there."""
+        start = end = self.end
+        for result in results:
+            result.part, result.part_offset = self.id, end
+            end += result.part_length
+        self.end = end
+        lines = [result.output_line for result in results]
+        lines.append(b"")
+        return self.key, start, b"\n".join(lines)
+
 
 class ResultSpool:
     def __init__(self, store: SqlStore, blobs: BlobStore) -> None:
@@ -66,25 +77,13 @@ class ResultSpool:
                 self._parts.move_to_end(where)  # not to be forgotten while the group opens parts
             else:
                 await self._open(where)
-        writes = [self._append(self._parts[where], results) for where, results in by_part.items()]
+        writes = [self._parts[where].append(results) for where, results in by_part.items()]
         try:
             await self._blobs.write_at(writes)
         except OSError:
             for where in by_part:
                 del self._parts[where]
             raise
-
-    @staticmethod
-    def _append(part: _OpenPart, results: list[RequestResult]) -> tuple[str, int, bytes]:
-        """Give each result its place at the end of ``part``; the write that puts them there."""
-        start = end = part.end
-        for result in results:
-            result.part, result.part_offset = part.id, end
-            end += result.part_length
-        part.end = end
-        lines = [result.output_line for result in results]
-        lines.append(b"")
-        return part.key, start, b"\n".join(lines)
 
     def _to_part(self, result: RequestResult) -> bool:
         """Whether the result's line goes to a part (else it stays whole in the store)."""
