@@ -92,6 +92,7 @@ def _one_batch(server: Batchd, source: Path, out: Path) -> tuple[int, float]:
 
     def run() -> None:
         batch_id = server.create(file_id)
+        # Not server.wait: its quicker polls near the end would be counted as the batch's work.
         while (status := server.batch(batch_id)["status"]) not in TERMINAL:
             time.sleep(POLL)
         assert status == "completed", status

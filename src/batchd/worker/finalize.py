@@ -169,12 +169,8 @@ async def drop_lines(store: SqlStore, blobs: BlobStore, batch_id: str) -> None:
 
 
 async def _write_unparted(row: FinishedLine, writers: dict[str, BlobWriter]) -> None:
-    if row.state is RequestState.SUCCEEDED and row.result is not None:
-        await writers["output"].write(row.result + b"\n")
-    elif row.result is not None:
-        await writers["error"].write(row.result + b"\n")
-    else:
-        await writers["error"].write(skipped_line(row.custom_id, row.state) + b"\n")
+    line = row.result if row.result is not None else skipped_line(row.custom_id, row.state)
+    await writers[part_kind(row.state)].write(line + b"\n")
 
 
 async def _abort(writers: dict[str, BlobWriter]) -> None:
