@@ -266,6 +266,52 @@ def test_body_must_be_an_object(body: Any) -> None:
     assert codes(validate([line(body=body)])) == [("invalid_request", "body", 1)]
 
 
+NOT_UTF8 = (
+    b'{"custom_id": "later", "method": "POST", "url": "' + CHAT.encode() + b'", '
+    b'"body": {"model": "gpt-test", "messages": ["\xff"]}}'
+)
+
+
+def _without(field: str) -> dict[str, Any]:
+    return {k: v for k, v in line("later").items() if k != field}
+
+
+def _with_body(**changes: Any) -> dict[str, Any]:
+    request = line("later")
+    request["body"] = {k: v for k, v in {**request["body"], **changes}.items() if v != "-"}
+    return request
+
+
+@pytest.mark.parametrize(
+    ("bad", "code", "param"),
+    [
+        (_without("url"), "missing_required_parameter", "url"),
+        (line("later", method="GET"), "invalid_request", "method"),
+        (line("later", url="/v1/embeddings"), "invalid_url", "url"),
+        (line(7), "invalid_request", "custom_id"),
+        (line("later", body=[1]), "invalid_request", "body"),
+        (line("ok"), "duplicate_custom_id", "custom_id"),
+        (_with_body(messages="-"), "invalid_request", "body.messages"),
+        (_with_body(model=5), "invalid_request", "body.model"),
+        (_with_body(model="other-model"), "mismatched_model", "body.model"),
+        (_with_body(stream=True), "streaming_unsupported", "body.stream"),
+        (NOT_UTF8, "invalid_json_line", None),
+    ],
+)
+def test_a_fault_after_valid_lines_is_found(bad: Any, code: str, param: str | None) -> None:
+    """Lines after the first are checked first against the shape of a valid line; one that does
+    not fit it is checked field by field, with the same errors as anywhere else."""
+    assert codes(validate([line("ok"), line("ok2"), bad])) == [(code, param, 3)]
+
+
+def test_a_line_with_other_than_ascii_is_valid_when_it_is_utf8() -> None:
+    """Text in any language passes (such lines take the field-by-field checks)."""
+    request = line("naïve")
+    request["body"] = {**request["body"], "messages": [{"role": "user", "content": "日本語"}]}
+    outcome = validate([line("ok"), request])
+    assert (outcome.errors, outcome.total) == ([], 2)
+
+
 def test_too_many_requests() -> None:
     """Going over max_requests is reported once, at the first line over the limit."""
     outcome = validate([line(f"r{i}") for i in range(5)], max_requests=3)

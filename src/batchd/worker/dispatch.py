@@ -13,7 +13,7 @@ from collections.abc import Awaitable
 from dataclasses import dataclass
 from urllib.parse import quote
 
-import orjson
+import msgspec
 
 from batchd.blobstore import BlobStore
 from batchd.clock import Clock
@@ -369,13 +369,21 @@ def _header_safe(custom_id: str) -> str:
     return custom_id if _UNQUOTED(custom_id) else quote(custom_id, safe="")
 
 
+class _Forwarded(msgspec.Struct):
+    body: msgspec.Raw
+
+
+_forwarded = msgspec.json.Decoder(_Forwarded)
+
+
 def _body_of(raw: bytes | None) -> bytes | None:
-    """The request body to forward, from a validated input line."""
+    """The request body to forward, from a validated input line: its bytes as the user wrote
+    them, found without building the body's objects."""
     if raw is None:
         return None
     try:
-        return orjson.dumps(orjson.loads(raw)["body"])
-    except (orjson.JSONDecodeError, KeyError, TypeError):
+        return bytes(_forwarded.decode(raw).body)
+    except msgspec.DecodeError:
         return None
 
 
