@@ -5,8 +5,9 @@ These are not wire shapes (see ``api/schemas.py``) and not table rows (see ``sto
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from enum import StrEnum
+from operator import attrgetter
 
 DEFAULT_PROJECT = "default"
 
@@ -79,12 +80,13 @@ class Usage:
     reasoning_tokens: int = 0
     total_tokens: int = 0
 
-    def add(self, other: Usage) -> None:
-        self.input_tokens += other.input_tokens
-        self.cached_tokens += other.cached_tokens
-        self.output_tokens += other.output_tokens
-        self.reasoning_tokens += other.reasoning_tokens
-        self.total_tokens += other.total_tokens
+    @classmethod
+    def sum(cls, usages: list[Usage]) -> Usage:
+        """The usages added up, field by field in C: a group commit sums hundreds."""
+        return cls(*(sum(map(field, usages)) for field in _USAGE_FIELDS))
+
+
+_USAGE_FIELDS = [attrgetter(f.name) for f in fields(Usage)]
 
 
 @dataclass
@@ -162,11 +164,7 @@ class RequestResult:
     attempts: int = 0
     part: int | None = None
     part_offset: int = 0
-
-    @property
-    def part_length(self) -> int:
-        """The bytes its line takes in a part, with the newline."""
-        return len(self.output_line) + 1
+    part_length: int = 0  # the bytes its line takes there, with the newline
 
 
 @dataclass(frozen=True)

@@ -538,9 +538,9 @@ class SqlStore:
             "results",
             ("batch_id", "line", "state", "result", "part", "part_offset", "part_length"),
             [
-                (batch_id, r.line, r.state.value, None, r.part, r.part_offset, r.part_length)
+                (batch_id, r.line, r.state, None, r.part, r.part_offset, r.part_length)
                 if r.part is not None
-                else (batch_id, r.line, r.state.value, r.output_line, None, None, None)
+                else (batch_id, r.line, r.state, r.output_line, None, None, None)
                 for r in finals
             ],
         )
@@ -569,13 +569,8 @@ class SqlStore:
         )
 
     async def _count(self, conn: Connection, batch_id: str, finals: list[RequestResult]) -> None:
-        succeeded = 0
-        usage = Usage()
-        for r in finals:
-            if r.state is RequestState.SUCCEEDED:
-                succeeded += 1
-            if r.usage is not None:
-                usage.add(r.usage)
+        succeeded = [r.state for r in finals].count(RequestState.SUCCEEDED)
+        usage = Usage.sum([r.usage for r in finals if r.usage is not None])
         await conn.execute(
             "UPDATE batches SET completed = completed + $1, failed = failed + $2, "
             "input_tokens = input_tokens + $3, cached_tokens = cached_tokens + $4, "

@@ -45,8 +45,9 @@ class _OpenPart:
         """Give each result its place at the end of this part; the write that puts them there."""
         start = end = self.end
         for result in results:
-            result.part, result.part_offset = self.id, end
-            end += result.part_length
+            length = len(result.output_line) + 1
+            result.part, result.part_offset, result.part_length = self.id, end, length
+            end += length
         self.end = end
         lines = [result.output_line for result in results]
         lines.append(b"")
