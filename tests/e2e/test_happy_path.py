@@ -119,7 +119,8 @@ def test_the_async_client_works_too(server: Server, fake: ModelServer, tmp_path:
 
     async def run() -> str:
         async with openai.AsyncOpenAI(base_url=server.base_url, api_key="k") as client:
-            file = await client.files.create(file=path.open("rb"), purpose="batch")
+            with path.open("rb") as upload:
+                file = await client.files.create(file=upload, purpose="batch")
             batch = await client.batches.create(
                 input_file_id=file.id, endpoint="/v1/chat/completions", completion_window="24h"
             )

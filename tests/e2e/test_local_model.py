@@ -28,7 +28,8 @@ def local_server(start_server: ServerFactory) -> Server:
 
 
 def run_batch(client: openai.OpenAI, path: Path) -> openai.types.Batch:
-    uploaded = client.files.create(file=path.open("rb"), purpose="batch")
+    with path.open("rb") as upload:
+        uploaded = client.files.create(file=upload, purpose="batch")
     batch = client.batches.create(
         input_file_id=uploaded.id, endpoint="/v1/embeddings", completion_window="24h"
     )
