@@ -8,6 +8,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field, fields
 from enum import StrEnum
 from operator import attrgetter
+from typing import NamedTuple
 
 DEFAULT_PROJECT = "default"
 
@@ -134,9 +135,9 @@ class ClaimedRequest:
     span: int | None
 
 
-@dataclass(slots=True)
-class IndexedLine:
-    """A valid input line, as validation records it."""
+class IndexedLine(NamedTuple):
+    """A valid input line, as validation records it. A tuple: one is made per line, and it goes
+    into its row as it is."""
 
     line: int
     custom_id: str

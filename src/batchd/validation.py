@@ -15,6 +15,9 @@ import orjson
 
 from batchd.models import IndexedLine, LineError
 
+LineRun = tuple[int, int, list[bytes]]
+"""Lines of a file in order: the number of the first, the byte offset where it starts, the lines."""
+
 MAX_REPORTED_ERRORS = 1000
 """Enough to fix a file by; more would bloat every read of the batch object."""
 
@@ -93,19 +96,26 @@ class LineValidator:
         self._counts_inputs = rules.endpoint == "/v1/embeddings"
         self._shape = _line_shape(rules.endpoint)
 
-    def feed(self, number: int, offset: int, raw: bytes) -> IndexedLine | None:
-        """One line (without its newline); the line to index when it is valid."""
+    def feed(self, number: int, offset: int, lines: list[bytes]) -> list[IndexedLine]:
+        """A run of the file's lines, in order and without their newlines, blank ones included;
+        the first is line ``number`` and starts at byte ``offset``. Returns the valid ones."""
+        indexed: list[IndexedLine] = []
         outcome = self.outcome
-        if outcome.total < self.rules.max_requests and raw.isascii():
-            custom_id = self._fast_check(raw)
-            if custom_id is not None:
-                outcome.total += 1
-                return IndexedLine(number, custom_id, offset, len(raw))
-        errors_before = outcome.error_count
-        custom_id = self._check(number, raw)
-        if custom_id is None or outcome.error_count != errors_before:
-            return None
-        return IndexedLine(number, custom_id, offset, len(raw))
+        max_requests = self.rules.max_requests
+        for line in lines:
+            if line and not line.isspace():
+                raw = line.rstrip(b"\r")
+                fast = outcome.total < max_requests and raw.isascii()
+                custom_id = self._fast_check(raw) if fast else None
+                if custom_id is not None:
+                    outcome.total += 1
+                else:
+                    custom_id = self._slow_check(number, raw)
+                if custom_id is not None:
+                    indexed.append(IndexedLine(number, custom_id, offset, len(raw)))
+            number += 1
+            offset += len(line) + 1
+        return indexed
 
     def finish(self) -> Outcome:
         if self.outcome.total == 0 and self.outcome.error_count == 0:
@@ -123,6 +133,12 @@ class LineValidator:
                 )
             )
         return self.outcome
+
+    def _slow_check(self, number: int, raw: bytes) -> str | None:
+        """The line's custom_id if it is valid; else None, and every fault found reported."""
+        errors_before = self.outcome.error_count
+        custom_id = self._check(number, raw)
+        return custom_id if self.outcome.error_count == errors_before else None
 
     def _fast_check(self, raw: bytes) -> str | None:
         """The line's custom_id if the line is certainly valid (and its custom_id now taken);
@@ -275,16 +291,17 @@ def _input_count(given: object) -> int:
     return 1
 
 
-async def iter_lines(chunks: AsyncIterator[bytes]) -> AsyncIterator[tuple[int, int, bytes]]:
-    """``(line number, byte offset, line)`` for every non-blank line of a byte stream."""
-    number, offset, carry = 0, 0, b""
+async def iter_line_runs(chunks: AsyncIterator[bytes]) -> AsyncIterator[LineRun]:
+    """The lines of a byte stream, a run at a time (those each chunk completes), without their
+    newlines and blank ones included, each run with the number and byte offset of its first
+    line: what ``LineValidator.feed`` takes."""
+    number, offset, carry = 1, 0, b""
     async for chunk in chunks:
         lines = (carry + chunk).split(b"\n")
         carry = lines.pop()  # the part after the last newline: the start of a line
-        for line in lines:
-            number += 1
-            if line and not line.isspace():
-                yield number, offset, line.rstrip(b"\r")
-            offset += len(line) + 1
-    if carry and not carry.isspace():
-        yield number + 1, offset, carry.rstrip(b"\r")
+        if lines:
+            yield number, offset, lines
+            number += len(lines)
+            offset += sum(map(len, lines)) + len(lines)
+    if carry:
+        yield number, offset, [carry]

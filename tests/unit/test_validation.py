@@ -9,7 +9,13 @@ import orjson
 import pytest
 
 from batchd.models import IndexedLine, LineError
-from batchd.validation import MAX_REPORTED_ERRORS, LineValidator, Outcome, Rules, iter_lines
+from batchd.validation import (
+    MAX_REPORTED_ERRORS,
+    LineValidator,
+    Outcome,
+    Rules,
+    iter_line_runs,
+)
 
 CHAT = "/v1/chat/completions"
 SERVED = {"gpt-test", "other-model", "embed-test"}
@@ -50,7 +56,7 @@ def validate(lines: Iterable[Any], **rule_overrides: Any) -> Outcome:
     offset = 0
     for number, request in enumerate(lines, start=1):
         raw = encode(request)
-        validator.feed(number, offset, raw)
+        validator.feed(number, offset, [raw])
         offset += len(raw) + 1
     return validator.finish()
 
@@ -64,58 +70,59 @@ async def chunked(data: bytes, size: int) -> AsyncIterator[bytes]:
         yield data[start : start + size]
 
 
-async def split(data: bytes, size: int) -> list[tuple[int, int, bytes]]:
-    return [item async for item in iter_lines(chunked(data, size))]
+async def index(data: bytes, size: int) -> list[IndexedLine]:
+    """What the worker indexes of ``data`` read ``size`` bytes at a time."""
+    validator = LineValidator(rules())
+    runs = iter_line_runs(chunked(data, size))
+    return [line async for run in runs for line in validator.feed(*run)]
 
 
-# -- iter_lines ------------------------------------------------------------------------------
+# -- lines of a stream -----------------------------------------------------------------------
 
-SAMPLE = b'{"a":1}\r\n\n  \r\n{"b":22}\n{"c":333}\r\n\n{"d":4444}'
+A, B, C, D = (encode(line(custom_id)) for custom_id in "abcd")
+SAMPLE = A + b"\r\n\n  \r\n" + B + b"\n" + C + b"\r\n\n" + D
 
 
 @pytest.mark.anyio
 @pytest.mark.parametrize("size", [1, 2, 3, 5, 8, 13, 1 << 20])
-async def test_iter_lines_at_any_chunking(size: int) -> None:
-    """Lines come out the same whatever the chunk boundaries: numbered, blank lines skipped."""
-    found = await split(SAMPLE, size)
-    assert [(n, raw) for n, _, raw in found] == [
-        (1, b'{"a":1}'),
-        (4, b'{"b":22}'),
-        (5, b'{"c":333}'),
-        (7, b'{"d":4444}'),
-    ]
+async def test_lines_are_numbered_at_any_chunking(size: int) -> None:
+    """Lines are numbered the same whatever the chunk boundaries, blank lines counted but
+    skipped."""
+    found = await index(SAMPLE, size)
+    assert [(n.line, n.custom_id) for n in found] == [(1, "a"), (4, "b"), (5, "c"), (7, "d")]
 
 
 @pytest.mark.anyio
 @pytest.mark.parametrize("size", [1, 4, 7, 1 << 20])
-async def test_iter_lines_offsets_slice_the_original(size: int) -> None:
+async def test_offsets_and_lengths_slice_the_original(size: int) -> None:
     """Each line's offset and length slice it back out of the original bytes, without CR/LF."""
-    for number, offset, raw in await split(SAMPLE, size):
-        assert SAMPLE[offset : offset + len(raw)] == raw, number
-        assert not raw.endswith((b"\r", b"\n"))
+    found = await index(SAMPLE, size)
+    assert [SAMPLE[n.offset : n.offset + n.length] for n in found] == [A, B, C, D]
 
 
 @pytest.mark.anyio
-async def test_iter_lines_final_line_without_newline() -> None:
-    """A last line with no newline is still yielded, with its offset."""
-    assert await split(b"x\nlast", 3) == [(1, 0, b"x"), (2, 2, b"last")]
+async def test_a_final_line_without_newline_counts() -> None:
+    """A last line with no newline is still indexed, with its offset."""
+    assert await index(A + b"\n" + B, 3) == [
+        IndexedLine(1, "a", 0, len(A)),
+        IndexedLine(2, "b", len(A) + 1, len(B)),
+    ]
 
 
 @pytest.mark.anyio
-async def test_iter_lines_trailing_newlines_and_empty_input() -> None:
-    """Trailing newlines add no lines; empty or blank input yields nothing."""
-    assert await split(b"x\n\n\n", 2) == [(1, 0, b"x")]
-    assert await split(b"", 4) == []
-    assert await split(b"\n \r\n\t\n", 1) == []
+async def test_trailing_newlines_and_empty_input_add_no_lines() -> None:
+    """Trailing newlines add no lines; empty or blank input has none."""
+    assert await index(A + b"\n\n\n", 2) == [IndexedLine(1, "a", 0, len(A))]
+    assert await index(b"", 4) == []
+    assert await index(b"\n \r\n\t\n", 1) == []
 
 
 @pytest.mark.anyio
-async def test_iter_lines_multibyte_across_chunks() -> None:
+async def test_multibyte_characters_across_chunks() -> None:
     """A UTF-8 character split across chunks arrives whole; offsets count bytes."""
-    data = '{"x":"é"}\n{"y":"日本"}\n'.encode()
-    found = await split(data, 1)
-    assert [raw.decode() for _, _, raw in found] == ['{"x":"é"}', '{"y":"日本"}']
-    assert found[1][1] == len('{"x":"é"}\n'.encode())
+    first, second = encode(line("é")), encode(line("日本"))
+    found = await index(first + b"\n" + second + b"\n", 1)
+    assert [(n.custom_id, n.offset) for n in found] == [("é", 0), ("日本", len(first) + 1)]
 
 
 # -- valid input -----------------------------------------------------------------------------
@@ -125,7 +132,7 @@ def test_valid_lines_are_indexed() -> None:
     """A valid line is indexed with its number, custom_id, offset and length."""
     validator = LineValidator(rules())
     raw = encode(line("first"))
-    assert validator.feed(3, 17, raw) == IndexedLine(3, "first", 17, len(raw))
+    assert validator.feed(3, 17, [raw]) == [IndexedLine(3, "first", 17, len(raw))]
     outcome = validator.finish()
     assert outcome.errors == []
     assert (outcome.model, outcome.total, outcome.error_count) == ("gpt-test", 1, 0)
@@ -378,11 +385,10 @@ def test_every_bad_line_is_reported() -> None:
 
 
 def test_bad_lines_are_not_indexed() -> None:
-    """feed returns None for a bad line and the indexed line for a good one."""
-    validator = LineValidator(rules())
-    assert validator.feed(1, 0, b"oops") is None
-    assert validator.feed(2, 5, encode(line(method="PUT"))) is None
-    assert validator.feed(3, 90, encode(line("ok"))) is not None
+    """feed returns the good lines of a run, not the bad ones."""
+    lines = [b"oops", encode(line(method="PUT")), encode(line("ok"))]
+    indexed = LineValidator(rules()).feed(1, 0, lines)
+    assert [(n.line, n.custom_id) for n in indexed] == [(3, "ok")]
 
 
 def test_reported_errors_are_capped() -> None:
@@ -399,10 +405,8 @@ async def test_validating_a_stream_end_to_end() -> None:
     data = b"\n".join([encode(line("a")), b"", encode(line("b")), b"bad", encode(line("a"))])
     validator = LineValidator(rules())
     indexed = []
-    async for number, offset, raw in iter_lines(chunked(data + b"\r\n", 7)):
-        found = validator.feed(number, offset, raw)
-        if found is not None:
-            indexed.append(found)
+    async for number, offset, lines in iter_line_runs(chunked(data + b"\r\n", 7)):
+        indexed += validator.feed(number, offset, lines)
     outcome = validator.finish()
     assert [(i.line, i.custom_id) for i in indexed] == [(1, "a"), (3, "b")]
     assert codes(outcome) == [

@@ -18,7 +18,7 @@ from batchd.client.exits import ExitCode
 from batchd.client.output import Output
 from batchd.client.session import guarded, json_option
 from batchd.models import LineError
-from batchd.validation import REQUIRED_BODY_FIELDS, LineValidator, Outcome, Rules, iter_lines
+from batchd.validation import REQUIRED_BODY_FIELDS, LineValidator, Outcome, Rules, iter_line_runs
 
 READ_BLOCK = 1 << 20
 MAX_BATCH_FILE_BYTES = 200 * 1024 * 1024  # the Batch API's limits (SPEC §4)
@@ -87,8 +87,8 @@ class Report:
         return ExitCode.INVALID_INPUT if outcome.error_count else ExitCode.OK
 
     async def _feed(self, validator: LineValidator, handle: IO[bytes]) -> Outcome:
-        async for number, offset, raw in iter_lines(_blocks(handle)):
-            validator.feed(number, offset, raw)
+        async for number, offset, lines in iter_line_runs(_blocks(handle)):
+            validator.feed(number, offset, lines)
             self._show_new(validator.outcome)
         return validator.finish()
 

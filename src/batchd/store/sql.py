@@ -246,7 +246,7 @@ class SqlStore:
             await conn.insert_rows(
                 "requests",
                 ("batch_id", "line", "custom_id", "byte_offset", "byte_length"),
-                [(batch_id, r.line, r.custom_id, r.offset, r.length) for r in lines],
+                [(batch_id, *line) for line in lines],
             )
 
     async def start_batch(

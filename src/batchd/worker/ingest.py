@@ -8,7 +8,7 @@ from batchd.models import Batch, IndexedLine, LineError
 from batchd.settings import Settings
 from batchd.store import SqlStore
 from batchd.upstreams import UpstreamRouter
-from batchd.validation import LineValidator, Outcome, Rules, iter_lines
+from batchd.validation import LineValidator, Outcome, Rules, iter_line_runs
 
 INDEX_CHUNK = 2000
 
@@ -51,11 +51,11 @@ class Ingest:
         )
         pending: list[IndexedLine] = []
         try:
-            async for number, offset, raw in iter_lines(self._blobs.read(file.blob_key)):
-                indexed = validator.feed(number, offset, raw)
-                if indexed is None or validator.outcome.error_count:
+            async for number, offset, lines in iter_line_runs(self._blobs.read(file.blob_key)):
+                indexed = validator.feed(number, offset, lines)
+                if validator.outcome.error_count:
                     continue  # once the file is bad, only the errors matter
-                pending.append(indexed)
+                pending += indexed
                 if len(pending) >= INDEX_CHUNK:
                     await self._store.add_requests(batch.id, pending)
                     pending = []
