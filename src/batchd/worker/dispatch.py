@@ -1,5 +1,8 @@
 """Sending requests to one upstream: at most ``max_concurrency`` in flight, shared round robin
-between the batches that use it, each line claimed under a lease before it is sent."""
+between the batches that use it, each line claimed under a lease before it is sent.
+
+Claimed lines wait in one queue, the batches' lines interleaved as they are claimed, so that taking
+the next one is a ``popleft``: it happens once per request."""
 
 from __future__ import annotations
 
@@ -8,9 +11,10 @@ import contextlib
 import logging
 import re
 import time
-from collections import OrderedDict, deque
-from collections.abc import Awaitable
+from collections import deque
+from collections.abc import Awaitable, Iterator
 from dataclasses import dataclass
+from itertools import zip_longest
 from urllib.parse import quote
 
 import msgspec
@@ -97,14 +101,13 @@ class Dispatcher:
         self.breaker = breaker
         self._metrics = metrics
         self._slots = asyncio.Semaphore(upstream.max_concurrency)
-        self._buffers: OrderedDict[str, deque[Job]] = OrderedDict()
+        self._ready: deque[Job] = deque()
         self._batches: dict[str, Batch] = {}
         self._blob_keys: dict[str, str | None] = {}
         self._in_flight: dict[str, set[asyncio.Task[None]]] = {}
         self._wake = asyncio.Event()
         self._hungry = asyncio.Event()  # the buffer fell below the low watermark
         self._available = asyncio.Event()  # the feeder added jobs
-        self._buffered = 0
         self.leases_renewed_until = 0.0  # set by the worker's housekeeping
         self._low_watermark = PREFETCH_SLOTS * upstream.max_concurrency
         self._refreshed_at = 0.0
@@ -132,7 +135,7 @@ class Dispatcher:
             feeder.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await feeder
-            await self._give_back_buffered()
+            await self._give_back_ready()
 
     async def wait_in_flight(self) -> None:
         tasks = set().union(*self._in_flight.values())
@@ -151,12 +154,13 @@ class Dispatcher:
         while not stopping.is_set():
             if self.breaker.is_open and not await _unless_stopped(self.breaker.admit(), stopping):
                 return None
-            job = self._pop_round_robin()
-            if self._buffered < self._low_watermark:
+            ready = self._ready
+            if len(ready) <= self._low_watermark:
                 self._hungry.set()
-            if job is not None and not self._lease_lapsed(job):
-                return job
-            if job is not None:
+            if ready:
+                job = ready.popleft()
+                if not self._lease_lapsed(job):
+                    return job
                 await self._store.release_requests(self._owner, [job.claim])
                 continue
             self._available.clear()
@@ -170,7 +174,7 @@ class Dispatcher:
             try:
                 if self._clock.now() - self._refreshed_at >= self._poll_interval:
                     await self._refresh()
-                if self._buffered < self._low_watermark and await self._refill():
+                if len(self._ready) < self._low_watermark and await self._refill():
                     self._available.set()
                     continue
             except StoreError:
@@ -182,17 +186,6 @@ class Dispatcher:
         """Whether the line's lease may have run out (renewals fell behind): another worker may
         hold it now, so sending it could send it twice."""
         return max(job.leased_until, self.leases_renewed_until) <= self._clock.now()
-
-    def _pop_round_robin(self) -> Job | None:
-        while self._buffers:
-            batch_id, buffer = next(iter(self._buffers.items()))
-            if not buffer:
-                del self._buffers[batch_id]
-                continue
-            self._buffers.move_to_end(batch_id)
-            self._buffered -= 1
-            return buffer.popleft()
-        return None
 
     async def _refresh(self) -> None:
         """Learn which batches this upstream should run; give back lines of any that stopped."""
@@ -210,10 +203,10 @@ class Dispatcher:
         for batch_id, batch in previous.items():
             if batch_id not in self._batches and batch.expires_at <= now:
                 self.cancel_in_flight(batch_id)  # their answers would be discarded anyway
-        for batch_id in [b for b in self._buffers if b not in self._batches]:
-            jobs = self._buffers.pop(batch_id)
-            self._buffered -= len(jobs)
-            await self._store.release_requests(self._owner, [j.claim for j in jobs])
+        if any(job.claim.batch_id not in self._batches for job in self._ready):
+            stopped = [job for job in self._ready if job.claim.batch_id not in self._batches]
+            self._ready = deque(job for job in self._ready if job.claim.batch_id in self._batches)
+            await self._store.release_requests(self._owner, [job.claim for job in stopped])
         for batch_id in [b for b, tasks in self._in_flight.items() if not tasks]:
             del self._in_flight[batch_id]
 
@@ -223,18 +216,15 @@ class Dispatcher:
         share = max(8, -(-CLAIM_SLOTS * self.upstream.max_concurrency // len(self._batches)))
         now = self._clock.now()
         until = now + self._lease_seconds
-        claimed_any = False
+        claimed: list[list[Job]] = []
         for batch in list(self._batches.values()):
             claims = await self._store.claim_requests(batch.id, self._owner, share, now, until)
-            if not claims:
-                continue
-            claimed_any = True
-            jobs = await self._read_jobs(batch, claims, until)
-            self._buffers.setdefault(batch.id, deque()).extend(jobs)
-            self._buffered += len(jobs)
-        if not claimed_any:
+            if claims:
+                claimed.append(await self._read_jobs(batch, claims, until))
+        if not claimed:
             self._refreshed_at = 0.0  # whatever we knew is stale: nothing left to claim
-        return claimed_any
+        self._ready.extend(_taking_turns(claimed))
+        return bool(claimed)
 
     async def _read_jobs(
         self, batch: Batch, claims: list[ClaimedRequest], until: float
@@ -353,15 +343,19 @@ class Dispatcher:
             attempts=claim.attempts - refund,
         )
 
-    async def _give_back_buffered(self) -> None:
-        for jobs in self._buffers.values():
-            await self._store.release_requests(self._owner, [j.claim for j in jobs])
-        self._buffers.clear()
-        self._buffered = 0
+    async def _give_back_ready(self) -> None:
+        ready, self._ready = self._ready, deque()
+        await self._store.release_requests(self._owner, [job.claim for job in ready])
 
 
 _UNQUOTED = re.compile(r"[A-Za-z0-9_.~-]*").fullmatch
 """Characters ``quote`` leaves as they are: most custom_ids are made of them alone."""
+
+
+def _taking_turns(claimed: list[list[Job]]) -> Iterator[Job]:
+    """One job of each batch in turn."""
+    for turn in zip_longest(*claimed):
+        yield from (job for job in turn if job is not None)
 
 
 def _header_safe(custom_id: str) -> str:
