@@ -14,7 +14,8 @@ import time
 from collections import deque
 from collections.abc import Awaitable, Iterator
 from dataclasses import dataclass
-from itertools import zip_longest
+from itertools import chain, zip_longest
+from operator import attrgetter
 from urllib.parse import quote
 
 import msgspec
@@ -200,12 +201,13 @@ class Dispatcher:
                 if b.model and self._router.for_model(b.model) is self.upstream
             },
         )
-        for batch_id, batch in previous.items():
-            if batch_id not in self._batches and batch.expires_at <= now:
+        gone = previous.keys() - self._batches.keys()
+        for batch_id in gone:
+            if previous[batch_id].expires_at <= now:
                 self.cancel_in_flight(batch_id)  # their answers would be discarded anyway
-        if any(job.claim.batch_id not in self._batches for job in self._ready):
-            stopped = [job for job in self._ready if job.claim.batch_id not in self._batches]
-            self._ready = deque(job for job in self._ready if job.claim.batch_id in self._batches)
+        if gone and self._ready:
+            stopped = [job for job in self._ready if job.claim.batch_id in gone]
+            self._ready = deque(job for job in self._ready if job.claim.batch_id not in gone)
             await self._store.release_requests(self._owner, [job.claim for job in stopped])
         for batch_id in [b for b, tasks in self._in_flight.items() if not tasks]:
             del self._in_flight[batch_id]
@@ -230,16 +232,15 @@ class Dispatcher:
         self, batch: Batch, claims: list[ClaimedRequest], until: float
     ) -> list[Job]:
         key = await self._input_blob_key(batch)
-        bodies: list[bytes | None]
+        raw_lines: list[bytes | None]
         try:
             raw_lines = await self._read_lines(key, claims) if key else [None] * len(claims)
-            bodies = [_body_of(raw) for raw in raw_lines]
         except BlobNotFound:
-            bodies = [None] * len(claims)
-        observed = self._metrics.model(batch.model or "")
+            raw_lines = [None] * len(claims)
+        endpoint, observed = batch.endpoint, self._metrics.model(batch.model or "")
         return [
-            Job(c, batch.endpoint, observed, body, until)
-            for c, body in zip(claims, bodies, strict=True)
+            Job(claim, endpoint, observed, _body_of(raw), until)
+            for claim, raw in zip(claims, raw_lines, strict=True)
         ]
 
     async def _input_blob_key(self, batch: Batch) -> str | None:
@@ -249,9 +250,9 @@ class Dispatcher:
         return self._blob_keys[batch.id]
 
     async def _read_lines(self, key: str, claims: list[ClaimedRequest]) -> list[bytes | None]:
-        start = claims[0].offset
-        end = max(c.offset + c.length for c in claims)
-        needed = sum(c.length for c in claims)
+        start, last = claims[0].offset, claims[-1]  # claims come in line order
+        end = last.offset + last.length
+        needed = sum(map(_LENGTH, claims))
         if end - start <= SPARSE_READ_FACTOR * needed:
             span = await self._blobs.read_range(key, start, end - start)
             return [span[c.offset - start : c.offset - start + c.length] for c in claims]
@@ -348,14 +349,15 @@ class Dispatcher:
         await self._store.release_requests(self._owner, [job.claim for job in ready])
 
 
+_LENGTH = attrgetter("length")
+
 _UNQUOTED = re.compile(r"[A-Za-z0-9_.~-]*").fullmatch
 """Characters ``quote`` leaves as they are: most custom_ids are made of them alone."""
 
 
 def _taking_turns(claimed: list[list[Job]]) -> Iterator[Job]:
-    """One job of each batch in turn."""
-    for turn in zip_longest(*claimed):
-        yield from (job for job in turn if job is not None)
+    """One job of each batch in turn (in C: it runs for every job)."""
+    return filter(None, chain.from_iterable(zip_longest(*claimed)))  # None: zip_longest's fill
 
 
 def _header_safe(custom_id: str) -> str:
