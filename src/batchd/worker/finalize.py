@@ -16,7 +16,7 @@ from batchd.errors import BlobNotFound
 from batchd.models import OUTPUT_PURPOSE, Batch, BatchStatus, RequestState, StoredFile
 from batchd.result_lines import skipped_line
 from batchd.store import FinishedLine, SqlStore
-from batchd.worker.spool import part_key, part_kind
+from batchd.worker.spool import PART_KIND, part_key
 
 DEFAULT_OUTPUT_TTL = 30 * 86400
 RUN = 1 << 20
@@ -112,7 +112,7 @@ class Finalizer:
             await self._copy_run(batch.id, run, writers)
 
     async def _copy_run(self, batch_id: str, run: _Run, writers: dict[str, BlobWriter]) -> None:
-        writer = writers[part_kind(run.state)]
+        writer = writers[PART_KIND[run.state]]
         await self._copy_range(batch_id, run.part, run.start, run.end, writer)
 
     async def _copy_range(
@@ -170,7 +170,7 @@ async def drop_lines(store: SqlStore, blobs: BlobStore, batch_id: str) -> None:
 
 async def _write_unparted(row: FinishedLine, writers: dict[str, BlobWriter]) -> None:
     line = row.result if row.result is not None else skipped_line(row.custom_id, row.state)
-    await writers[part_kind(row.state)].write(line + b"\n")
+    await writers[PART_KIND[row.state]].write(line + b"\n")
 
 
 async def _abort(writers: dict[str, BlobWriter]) -> None:

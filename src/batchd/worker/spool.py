@@ -31,8 +31,10 @@ def part_key(batch_id: str, part: int) -> str:
     return f"batches/{batch_id}/parts/{part}.jsonl"
 
 
-def part_kind(state: RequestState) -> str:
-    return "output" if state is RequestState.SUCCEEDED else "error"
+PART_KIND = {
+    state: "output" if state is RequestState.SUCCEEDED else "error" for state in RequestState
+}
+"""The file a final line goes to, by the line's state: the output file or the error file."""
 
 
 @dataclass(slots=True)
@@ -72,7 +74,7 @@ class ResultSpool:
         by_part: dict[tuple[str, str], list[RequestResult]] = {}
         for result in group:
             if result.state is not RequestState.PENDING and self._to_part(result):
-                by_part.setdefault((result.batch_id, part_kind(result.state)), []).append(result)
+                by_part.setdefault((result.batch_id, PART_KIND[result.state]), []).append(result)
         for where in by_part:
             if where in self._parts:
                 self._parts.move_to_end(where)  # not to be forgotten while the group opens parts
