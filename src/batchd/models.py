@@ -84,7 +84,7 @@ class Usage:
     @classmethod
     def sum(cls, usages: list[Usage]) -> Usage:
         """The usages added up, field by field in C: a group commit sums hundreds."""
-        return cls(*(sum(map(field, usages)) for field in _USAGE_FIELDS))
+        return cls(*(sum(map(getter, usages)) for getter in _USAGE_FIELDS))
 
 
 _USAGE_FIELDS = [attrgetter(f.name) for f in fields(Usage)]

@@ -346,7 +346,8 @@ class Dispatcher:
 
     async def _give_back_ready(self) -> None:
         ready, self._ready = self._ready, deque()
-        await self._store.release_requests(self._owner, [job.claim for job in ready])
+        if ready:
+            await self._store.release_requests(self._owner, [job.claim for job in ready])
 
 
 _LENGTH = attrgetter("length")
