@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Iterable
+import random
+from collections.abc import AsyncIterator, Callable, Iterable
 from typing import Any
 
 import orjson
@@ -309,6 +310,78 @@ def test_a_fault_after_valid_lines_is_found(bad: Any, code: str, param: str | No
     """Lines after the first are checked first against the shape of a valid line; one that does
     not fit it is checked field by field, with the same errors as anywhere else."""
     assert codes(validate([line("ok"), line("ok2"), bad])) == [(code, param, 3)]
+
+
+def _set_body(request: dict[str, Any], name: str, *choices: Any) -> Callable[[random.Random], None]:
+    def change(rng: random.Random) -> None:
+        if isinstance(request.get("body"), dict):
+            value = rng.choice(choices)
+            if value == "-":
+                request["body"].pop(name, None)
+            else:
+                request["body"][name] = value
+
+    return change
+
+
+def _set(request: dict[str, Any], name: str, *choices: Any) -> Callable[[random.Random], None]:
+    def change(rng: random.Random) -> None:
+        value = rng.choice(choices)
+        if value == "-":
+            request.pop(name, None)
+        else:
+            request[name] = value
+
+    return change
+
+
+def _mutated(rng: random.Random, endpoint: str, number: int, earlier: list[str]) -> bytes:
+    """A line of the endpoint, valid or broken in one or two of many ways."""
+    request = line(f"r{number}", endpoint)
+    request["body"] = dict(request["body"])
+    changes = [
+        _set(request, rng.choice(["custom_id", "method", "url", "body"]), "-"),
+        _set(request, "method", "GET", 5, "post"),
+        _set(request, "url", "/v1/embeddings", CHAT, "/v1/completions", None),
+        _set(request, "custom_id", 7, None, f"é-{number}", *earlier[-3:]),
+        _set(request, "body", ["x"], "text", None, 3),
+        _set(request, "extra", {"nested": [1, 2.5, "ü"]}),
+        _set_body(request, "model", "other-model", "unserved", 5, None, "-"),
+        _set_body(request, rng.choice(["messages", "input", "prompt"]), "-", None),
+        _set_body(request, "stream", True, False, "yes", 1, None),
+        _set_body(request, "input", ["a", "b"], [[1, 2], [3]], [1, 2, 3], "x", []),
+        _set_body(request, "messages", [{"role": "user", "content": "日本語"}]),
+    ]
+    for _ in range(rng.choice([0, 0, 1, 1, 2])):
+        rng.choice(changes)(rng)
+    raw = orjson.dumps(request)
+    if rng.random() < 0.1:  # broken bytes: cut short, not UTF-8, a trailing comma
+        raw = rng.choice([raw[: len(raw) // 2], raw.replace(b"r", b"\xff", 1), raw[:-1] + b",}"])
+    return raw
+
+
+@pytest.mark.parametrize("endpoint", [CHAT, "/v1/embeddings"])
+@pytest.mark.parametrize("seed", range(20))
+def test_the_fast_path_changes_no_outcome(
+    endpoint: str, seed: int, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Whatever the lines, validating them finds the same errors, totals and indexed lines as
+    the field-by-field checks alone."""
+    rng = random.Random(seed)
+    earlier: list[str] = []
+    lines = []
+    for number in range(1, 60):
+        lines.append(_mutated(rng, endpoint, number, earlier))
+        earlier.append(f"r{number}")
+
+    def outcome() -> tuple[Outcome, list[IndexedLine]]:
+        validator = LineValidator(rules(endpoint, max_requests=50, max_embedding_inputs=70))
+        indexed = validator.feed(1, 0, lines)
+        return validator.finish(), indexed
+
+    fast = outcome()
+    monkeypatch.setattr(LineValidator, "_fast_check", lambda self, raw: None)
+    assert fast == outcome()
 
 
 def test_a_line_with_other_than_ascii_is_valid_when_it_is_utf8() -> None:
