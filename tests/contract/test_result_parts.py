@@ -8,6 +8,7 @@ import asyncio
 from collections.abc import Sequence
 from pathlib import Path
 
+import orjson
 import pytest
 
 from batchd.blobstore import BlobStore, open_blobstore
@@ -247,3 +248,52 @@ async def test_the_first_lines_of_a_batch_stay_in_the_store(
         b'{"line":%d}' % line for line in (1, 3, 4, 5)
     ]
     assert await lines_of(store, blobs, done.error_file_id) == [b'{"line":2}']
+
+
+async def test_a_deleted_part_ends_the_batch_with_its_lines_as_result_lost(
+    store: SqlStore, tmp_path: Path
+) -> None:
+    """A part gone from disk does not hold the batch in finalizing forever: its lines go to the
+    error file as result_lost and count as failed; the other lines are copied as always."""
+    blobs = open_blobstore(tmp_path)
+    batch = await make_running_batch(store, lines=4)
+    claims = await store.claim_requests(batch.id, "w", 4, NOW, NOW + LEASE)
+    kept, gone = ResultSpool(store, blobs), ResultSpool(store, blobs)
+    await commit(store, kept, "w", [result(claims[0]), result(claims[3], RequestState.FAILED)])
+    await commit(store, gone, "w", [result(claims[1]), result(claims[2], RequestState.FAILED)])
+    for path in parts_left(tmp_path):
+        if b'"line":2' in path.read_bytes() or b'"line":3' in path.read_bytes():
+            path.unlink()  # the second worker's parts
+
+    done = await finalize(store, blobs, batch)
+
+    assert done.status is BatchStatus.COMPLETED
+    assert (done.completed, done.failed) == (1, 3)
+    assert await lines_of(store, blobs, done.output_file_id) == [b'{"line":1}']
+    errors = await lines_of(store, blobs, done.error_file_id)
+    assert [orjson.loads(e).get("error", {}).get("code") for e in errors[:2]] == [
+        "result_lost",
+        "result_lost",
+    ]
+    assert [orjson.loads(e)["custom_id"] for e in errors[:2]] == ["req-2", "req-3"]
+    assert errors[2] == b'{"line":4}'
+    assert parts_left(tmp_path) == []
+
+
+async def test_a_part_cut_short_loses_only_the_lines_past_the_cut(
+    store: SqlStore, tmp_path: Path
+) -> None:
+    """Lines before the cut are copied; those it took are result_lost."""
+    blobs = open_blobstore(tmp_path)
+    batch = await make_running_batch(store, lines=3)
+    claims = await store.claim_requests(batch.id, "w", 3, NOW, NOW + LEASE)
+    await commit(store, ResultSpool(store, blobs), "w", [result(c) for c in claims])
+    (path,) = parts_left(tmp_path)
+    path.write_bytes(path.read_bytes()[: len(b'{"line":1}\n') + 3])
+
+    done = await finalize(store, blobs, batch)
+
+    assert (done.status, done.completed, done.failed) == (BatchStatus.COMPLETED, 1, 2)
+    assert await lines_of(store, blobs, done.output_file_id) == [b'{"line":1}']
+    errors = await lines_of(store, blobs, done.error_file_id)
+    assert [orjson.loads(e)["error"]["code"] for e in errors] == ["result_lost"] * 2

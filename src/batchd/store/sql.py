@@ -726,9 +726,12 @@ class SqlStore:
         now: int,
         output: StoredFile | None,
         error: StoredFile | None,
+        *,
+        lost_successes: int = 0,
     ) -> bool:
         """Record the result files and the terminal status in one transaction; whether this
-        owner still held the batch and did."""
+        owner still held the batch and did. ``lost_successes`` lines counted as completed went
+        to the error file instead, their results lost: they are counted as failed."""
         stamp = TIMESTAMP_FIELD[status]
         async with self.db.transaction() as conn:
             if not await self._holds_batch(conn, batch_id, owner):
@@ -738,12 +741,14 @@ class SqlStore:
                     await _insert_file(conn, file)
             await conn.execute(
                 f"UPDATE batches SET status = $1, {stamp} = $2, output_file_id = $3, "
-                "error_file_id = $4, lease_owner = NULL, lease_until = NULL WHERE id = $5",
+                "error_file_id = $4, lease_owner = NULL, lease_until = NULL, "
+                "completed = completed - $6, failed = failed + $6 WHERE id = $5",
                 status.value,
                 now,
                 output.id if output else None,
                 error.id if error else None,
                 batch_id,
+                lost_successes,
             )
         return True
 

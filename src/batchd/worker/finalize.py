@@ -3,10 +3,15 @@ files (line by line only where a part holds lines that did not count), then reco
 the terminal status in one transaction.
 
 Every step can be redone: a worker that dies part-way leaves the batch to the next one.
+
+A line whose result cannot be read back (its part was deleted or cut short on disk) is written to
+the error file as ``result_lost`` and counted as failed, so that the batch still ends, and says
+which lines to send again.
 """
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass, replace
 
 from batchd import ids
@@ -14,9 +19,11 @@ from batchd.batches import log_status
 from batchd.blobstore import BlobStore, BlobWriter
 from batchd.errors import BlobNotFound
 from batchd.models import OUTPUT_PURPOSE, Batch, BatchStatus, RequestState, StoredFile
-from batchd.result_lines import skipped_line
+from batchd.result_lines import skipped_line, unanswered_line
 from batchd.store import FinishedLine, SqlStore
 from batchd.worker.spool import PART_KIND, part_key
+
+log = logging.getLogger("batchd.worker")
 
 DEFAULT_OUTPUT_TTL = 30 * 86400
 RUN = 1 << 20
@@ -40,8 +47,10 @@ class Finalizer:
             log_status(replace(batch, status=BatchStatus.FINALIZING, finalizing_at=now))
         if target in _SKIP_STATE:
             await self._store.skip_unfinished(batch.id, owner, _SKIP_STATE[target])
-        output, error = await self._write_files(batch, now)
-        if await self._store.finish_batch(batch.id, owner, target, now, output, error):
+        output, error, lost = await self._write_files(batch, now)
+        if await self._store.finish_batch(
+            batch.id, owner, target, now, output, error, lost_successes=lost
+        ):
             await drop_lines(self._store, self._blobs, batch.id)
         return target
 
@@ -63,20 +72,28 @@ class Finalizer:
 
     async def _write_files(
         self, batch: Batch, now: int
-    ) -> tuple[StoredFile | None, StoredFile | None]:
+    ) -> tuple[StoredFile | None, StoredFile | None, int]:
+        """The output and error files, and how many succeeded lines were lost on the way."""
         keys = {kind: f"batches/{batch.id}/{kind}.jsonl" for kind in ("output", "error")}
         writers = self._writers(keys)
+        lost = _Lost()
         try:
             if not await self._copy_whole_parts(batch, writers):
                 await _abort(writers)
                 writers = self._writers(keys)
-                await self._copy_line_by_line(batch, writers)
+                await self._copy_line_by_line(batch, writers, lost)
         except BaseException:
             await _abort(writers)
             raise
+        if lost.lines:
+            log.error(
+                "results_lost",
+                extra={"batch_id": batch.id, "lines": lost.lines, "succeeded": lost.succeeded},
+            )
         return (
             await self._keep(batch, writers["output"], keys["output"], now),
             await self._keep(batch, writers["error"], keys["error"], now),
+            lost.succeeded,
         )
 
     def _writers(self, keys: dict[str, str]) -> dict[str, BlobWriter]:
@@ -88,32 +105,61 @@ class Finalizer:
         parts = await self._store.result_parts(batch.id)
         if not all(part.whole for part in parts):
             return False
-        for part in parts:
-            await self._copy_range(batch.id, part.id, 0, part.written, writers[part.kind])
+        try:
+            for part in parts:
+                await self._copy_range(batch.id, part.id, 0, part.written, writers[part.kind])
+        except BlobNotFound:
+            return False  # line by line, to save what is left of it
         lines = sum(part.lines for part in parts)
         async for row in self._store.unparted_lines(batch.id):
             await _write_unparted(row, writers)
             lines += 1
         return lines == batch.total
 
-    async def _copy_line_by_line(self, batch: Batch, writers: dict[str, BlobWriter]) -> None:
+    async def _copy_line_by_line(
+        self, batch: Batch, writers: dict[str, BlobWriter], lost: _Lost
+    ) -> None:
         """Every line's result in line order, reading parts a run of adjacent lines at a time."""
         run: _Run | None = None
         async for row in self._store.finished_lines(batch.id):
             if row.part is None:
                 await _write_unparted(row, writers)
             elif run is not None and run.takes(row):
-                run.end += row.part_length
+                run.add(row)
             else:
                 if run is not None:
-                    await self._copy_run(batch.id, run, writers)
-                run = _Run(row.part, row.part_offset, row.part_offset + row.part_length, row.state)
+                    await self._copy_run(batch.id, run, writers, lost)
+                run = _Run(row)
         if run is not None:
-            await self._copy_run(batch.id, run, writers)
+            await self._copy_run(batch.id, run, writers, lost)
 
-    async def _copy_run(self, batch_id: str, run: _Run, writers: dict[str, BlobWriter]) -> None:
+    async def _copy_run(
+        self, batch_id: str, run: _Run, writers: dict[str, BlobWriter], lost: _Lost
+    ) -> None:
         writer = writers[PART_KIND[run.state]]
-        await self._copy_range(batch_id, run.part, run.start, run.end, writer)
+        try:
+            await self._copy_range(batch_id, run.part, run.start, run.end, writer)
+        except BlobNotFound:
+            for row in run.rows:  # what is left of the part, a line at a time
+                await self._copy_line_or_report_lost(batch_id, row, writers, lost)
+
+    async def _copy_line_or_report_lost(
+        self, batch_id: str, row: FinishedLine, writers: dict[str, BlobWriter], lost: _Lost
+    ) -> None:
+        assert row.part is not None
+        try:
+            data = await self._blobs.read_range(
+                part_key(batch_id, row.part), row.part_offset, row.part_length
+            )
+        except BlobNotFound:
+            data = b""
+        if len(data) == row.part_length:
+            await writers[PART_KIND[row.state]].write(data)
+            return
+        lost.count(row)
+        await writers["error"].write(
+            unanswered_line(row.custom_id, "result_lost", RESULT_LOST) + b"\n"
+        )
 
     async def _copy_range(
         self, batch_id: str, part: int, start: int, end: int, writer: BlobWriter
@@ -147,17 +193,41 @@ class Finalizer:
         )
 
 
-@dataclass(slots=True)
-class _Run:
-    """Lines that lie one after another in a part: read at once."""
+RESULT_LOST = (
+    "The request was answered, but its result cannot be read back from the worker's result part "
+    "(deleted or cut short on disk). Send it again."
+)
 
-    part: int
-    start: int
-    end: int
-    state: RequestState
+
+class _Run:
+    """Lines that lie one after another in a part, in one state: read at once."""
+
+    def __init__(self, first: FinishedLine) -> None:
+        assert first.part is not None
+        self.part = first.part
+        self.start = first.part_offset
+        self.end = first.part_offset + first.part_length
+        self.state = first.state
+        self.rows = [first]
 
     def takes(self, row: FinishedLine) -> bool:
         return row.part == self.part and row.part_offset == self.end and self.end - self.start < RUN
+
+    def add(self, row: FinishedLine) -> None:
+        self.end += row.part_length
+        self.rows.append(row)
+
+
+@dataclass(slots=True)
+class _Lost:
+    """Lines whose result could not be read back, and how many of them had succeeded."""
+
+    lines: int = 0
+    succeeded: int = 0
+
+    def count(self, row: FinishedLine) -> None:
+        self.lines += 1
+        self.succeeded += row.state is RequestState.SUCCEEDED
 
 
 async def drop_lines(store: SqlStore, blobs: BlobStore, batch_id: str) -> None:
