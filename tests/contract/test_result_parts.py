@@ -15,6 +15,7 @@ from batchd.blobstore import BlobStore, open_blobstore
 from batchd.blobstore.local import LocalBlobStore
 from batchd.models import Batch, BatchStatus, RequestResult, RequestState
 from batchd.store import SqlStore
+from batchd.worker import finalize as finalize_module
 from batchd.worker import spool as spool_module
 from batchd.worker.commits import GroupCommitter
 from batchd.worker.finalize import Finalizer
@@ -281,15 +282,17 @@ async def test_a_deleted_part_ends_the_batch_with_its_lines_as_result_lost(
 
 
 async def test_a_part_cut_short_loses_only_the_lines_past_the_cut(
-    store: SqlStore, tmp_path: Path
+    store: SqlStore, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """Lines before the cut are copied; those it took are result_lost."""
+    """Lines before the cut are copied, once; those it took are result_lost. (Reads of 16
+    bytes, so that the cut falls inside a run of lines read together.)"""
+    monkeypatch.setattr(finalize_module, "RUN", 16)
     blobs = open_blobstore(tmp_path)
     batch = await make_running_batch(store, lines=3)
     claims = await store.claim_requests(batch.id, "w", 3, NOW, NOW + LEASE)
     await commit(store, ResultSpool(store, blobs), "w", [result(c) for c in claims])
     (path,) = parts_left(tmp_path)
-    path.write_bytes(path.read_bytes()[: len(b'{"line":1}\n') + 3])
+    path.write_bytes(path.read_bytes()[:19])  # line 1 (11 bytes), 8 of line 2 (11)
 
     done = await finalize(store, blobs, batch)
 

@@ -136,12 +136,18 @@ class Finalizer:
     async def _copy_run(
         self, batch_id: str, run: _Run, writers: dict[str, BlobWriter], lost: _Lost
     ) -> None:
-        writer = writers[PART_KIND[run.state]]
+        """One read for the run (about ``RUN`` bytes at most), written only if it came back whole:
+        otherwise what is left of it, a line at a time."""
+        key = part_key(batch_id, run.part)
         try:
-            await self._copy_range(batch_id, run.part, run.start, run.end, writer)
+            data = await self._blobs.read_range(key, run.start, run.end - run.start)
         except BlobNotFound:
-            for row in run.rows:  # what is left of the part, a line at a time
-                await self._copy_line_or_report_lost(batch_id, row, writers, lost)
+            data = b""
+        if len(data) == run.end - run.start:
+            await writers[PART_KIND[run.state]].write(data)
+            return
+        for row in run.rows:
+            await self._copy_line_or_report_lost(batch_id, row, writers, lost)
 
     async def _copy_line_or_report_lost(
         self, batch_id: str, row: FinishedLine, writers: dict[str, BlobWriter], lost: _Lost
