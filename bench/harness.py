@@ -46,9 +46,10 @@ def fake_model_server_process(
         stop_model_server_process(process)
 
 
-def cpu_seconds(pid: int) -> float:
-    """User plus system CPU time a process has used so far (``/proc/PID/stat``)."""
-    stat = Path(f"/proc/{pid}/stat").read_text()
+def cpu_seconds(pid: int, thread: int | None = None) -> float:
+    """User plus system CPU time a process, or one of its threads, has used so far
+    (``/proc/PID/stat``, ``/proc/PID/task/TID/stat``)."""
+    stat = Path(f"/proc/{pid}/task/{thread}/stat" if thread else f"/proc/{pid}/stat").read_text()
     fields = stat.rsplit(")", 1)[1].split()  # the command name may hold spaces
     utime, stime = int(fields[11]), int(fields[12])
     return (utime + stime) / os.sysconf("SC_CLK_TCK")
@@ -69,6 +70,11 @@ class Batchd:
 
     def cpu_seconds(self) -> float:
         return cpu_seconds(self.process.pid)
+
+    def loop_cpu_seconds(self) -> float:
+        """The main thread's: the event loop's, which runs the API and the worker. Threads that
+        only wait on the disk (syncs) are left out: they run beside it, on another core."""
+        return cpu_seconds(self.process.pid, self.process.pid)
 
     def wait_idle(self, within: float = 60.0) -> None:
         """Return once the server has stopped working (after a batch it deletes the batch's

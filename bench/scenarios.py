@@ -47,13 +47,17 @@ def _bare_loop_seconds(work: Path, input_path: Path, base_url: str, concurrency:
 
 def _bare_loop(
     work: Path, input_path: Path, base_url: str, concurrency: int
-) -> tuple[float, float]:
-    """Wall and CPU seconds of the bare loop, on uvloop as batchd runs (uvicorn picks uvloop
-    when it is installed). It runs in this process, so its CPU is this process's."""
-    started, cpu = time.perf_counter(), time.process_time()
+) -> tuple[float, float, float]:
+    """Wall, CPU and event-loop-thread CPU seconds of the bare loop, on uvloop as batchd runs
+    (uvicorn picks uvloop when it is installed). It runs in this thread of this process."""
+    started, cpu, loop_cpu = time.perf_counter(), time.process_time(), time.thread_time()
     with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
         runner.run(run_baseline(input_path, work / "baseline.jsonl", base_url, concurrency))
-    return time.perf_counter() - started, time.process_time() - cpu
+    return (
+        time.perf_counter() - started,
+        time.process_time() - cpu,
+        time.thread_time() - loop_cpu,
+    )
 
 
 OVERHEAD_PAIRS = 5
@@ -73,6 +77,9 @@ class Pair:
     """CPU seconds of the batchd process from create to completed: steadier than wall time on
     a shared machine, since waiting for a CPU another process holds costs none."""
     bare_cpu: float
+    loop_cpu: float
+    """CPU seconds of batchd's event loop thread alone: what its wall time follows."""
+    bare_loop_cpu: float
     reached: dict[str, float]
     """Seconds from create until each status was first polled (every 0.1 s)."""
 
@@ -114,16 +121,24 @@ def overhead(work: Path, requests: int, store_flags: list[str]) -> list[Row]:
 
 def _overhead_pair(work: Path, source: Path, upstream: str, server: Batchd) -> Pair:
     server.wait_idle()
-    bare_wall, bare_cpu = _bare_loop(work, source, upstream, 64)
+    bare_wall, bare_cpu, bare_loop_cpu = _bare_loop(work, source, upstream, 64)
     file_id = server.upload(source)
-    cpu = server.cpu_seconds()
+    cpu, loop_cpu = server.cpu_seconds(), server.loop_cpu_seconds()
     started = time.perf_counter()
     seen: dict[str, float] = {}
     done = server.wait(server.create(file_id), poll=0.1, seen=seen)
     wall = time.perf_counter() - started
     assert done["status"] == "completed", done
     reached = {status: at - started for status, at in seen.items()}
-    return Pair(wall, bare_wall, server.cpu_seconds() - cpu, bare_cpu, reached)
+    return Pair(
+        wall,
+        bare_wall,
+        server.cpu_seconds() - cpu,
+        bare_cpu,
+        server.loop_cpu_seconds() - loop_cpu,
+        bare_loop_cpu,
+        reached,
+    )
 
 
 def _overhead_rows(requests: int, pairs: list[Pair], rss: float) -> list[Row]:
@@ -135,6 +150,11 @@ def _overhead_rows(requests: int, pairs: list[Pair], rss: float) -> list[Row]:
         for seconds in ([p.cpu for p in pairs], [p.bare_cpu for p in pairs])
     )
     cpu_ratio = statistics.median(p.cpu / p.bare_cpu for p in pairs)
+    loop_cpu, bare_loop_cpu = (
+        statistics.median(seconds) / requests * 1e6
+        for seconds in ([p.loop_cpu for p in pairs], [p.bare_loop_cpu for p in pairs])
+    )
+    loop_ratio = statistics.median(p.loop_cpu / p.bare_loop_cpu for p in pairs)
     return [
         Row(
             "overhead",
@@ -147,6 +167,14 @@ def _overhead_rows(requests: int, pairs: list[Pair], rss: float) -> list[Row]:
         ),
         Row("overhead", "requests/s", _fmt(requests / took), _fmt(requests / bare), "", ""),
         Row("overhead", "CPU µs/request", _fmt(cpu), _fmt(bare_cpu), f"{cpu_ratio:.2f}", ""),
+        Row(
+            "overhead",
+            "… of the event loop's thread",
+            _fmt(loop_cpu),
+            _fmt(bare_loop_cpu),
+            f"{loop_ratio:.2f}",
+            "",
+        ),
         Row("overhead", "s to " + " / ".join(PHASES), _phases(pairs), "", "", ""),
         Row("overhead", "peak RSS MB", _fmt(rss), "", "", ""),
     ]
