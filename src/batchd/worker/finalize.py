@@ -29,6 +29,11 @@ DEFAULT_OUTPUT_TTL = 30 * 86400
 RUN = 1 << 20
 """Bytes of a result part read at once."""
 
+RESULT_LOST = (
+    "The request was answered, but its result cannot be read back from the worker's result part "
+    "(deleted or cut short on disk). Send it again."
+)
+
 _SKIP_STATE = {
     BatchStatus.EXPIRED: RequestState.EXPIRED,
     BatchStatus.CANCELLED: RequestState.CANCELLED,
@@ -138,12 +143,8 @@ class Finalizer:
     ) -> None:
         """One read for the run (about ``RUN`` bytes at most), written only if it came back whole:
         otherwise what is left of it, a line at a time."""
-        key = part_key(batch_id, run.part)
-        try:
-            data = await self._blobs.read_range(key, run.start, run.end - run.start)
-        except BlobNotFound:
-            data = b""
-        if len(data) == run.end - run.start:
+        data = await self._read_whole(batch_id, run.part, run.start, run.end - run.start)
+        if data is not None:
             await writers[PART_KIND[run.state]].write(data)
             return
         for row in run.rows:
@@ -153,13 +154,8 @@ class Finalizer:
         self, batch_id: str, row: FinishedLine, writers: dict[str, BlobWriter], lost: _Lost
     ) -> None:
         assert row.part is not None
-        try:
-            data = await self._blobs.read_range(
-                part_key(batch_id, row.part), row.part_offset, row.part_length
-            )
-        except BlobNotFound:
-            data = b""
-        if len(data) == row.part_length:
+        data = await self._read_whole(batch_id, row.part, row.part_offset, row.part_length)
+        if data is not None:
             await writers[PART_KIND[row.state]].write(data)
             return
         lost.count(row)
@@ -170,13 +166,20 @@ class Finalizer:
     async def _copy_range(
         self, batch_id: str, part: int, start: int, end: int, writer: BlobWriter
     ) -> None:
-        key = part_key(batch_id, part)
         for offset in range(start, end, RUN):
             length = min(RUN, end - offset)
-            data = await self._blobs.read_range(key, offset, length)
-            if len(data) != length:
-                raise BlobNotFound(f"blob {key} ends before byte {offset + length}")
+            data = await self._read_whole(batch_id, part, offset, length)
+            if data is None:
+                raise BlobNotFound(f"part {part} of {batch_id} ends before byte {offset + length}")
             await writer.write(data)
+
+    async def _read_whole(self, batch_id: str, part: int, start: int, length: int) -> bytes | None:
+        """``length`` bytes of a part from ``start``; None if the part is gone or ends first."""
+        try:
+            data = await self._blobs.read_range(part_key(batch_id, part), start, length)
+        except BlobNotFound:
+            return None
+        return data if len(data) == length else None
 
     async def _keep(
         self, batch: Batch, writer: BlobWriter, key: str, now: int
@@ -197,12 +200,6 @@ class Finalizer:
             expires_at=now + ttl,
             blob_key=key,
         )
-
-
-RESULT_LOST = (
-    "The request was answered, but its result cannot be read back from the worker's result part "
-    "(deleted or cut short on disk). Send it again."
-)
 
 
 class _Run:
