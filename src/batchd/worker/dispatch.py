@@ -1,8 +1,10 @@
 """Sending requests to one upstream: at most ``max_concurrency`` in flight, shared round robin
 between the batches that use it, each line claimed under a lease before it is sent.
 
-Claimed lines wait in one queue, the batches' lines interleaved as they are claimed, so that taking
-the next one is a ``popleft``: it happens once per request."""
+Claimed lines wait in one queue, the batches' lines interleaved as they are claimed, and a fixed
+pool of ``max_concurrency`` senders takes them one at a time: taking the next line is a
+``popleft``, and a request costs no task of its own (making, registering and finishing a task, and
+a semaphore around it, cost more than the rest of what the dispatcher does per request)."""
 
 from __future__ import annotations
 
@@ -13,7 +15,6 @@ import re
 import time
 from collections import deque
 from collections.abc import Awaitable, Iterator
-from dataclasses import dataclass
 from itertools import chain, zip_longest
 from operator import attrgetter
 from urllib.parse import quote
@@ -60,10 +61,9 @@ NO_ANSWER: dict[type[UpstreamError], str] = {
 """The ``status`` a request counts under in the metrics when no HTTP answer came."""
 
 
-@dataclass(slots=True)
-class Job:
-    """A claimed line ready to send. Not frozen: one is made per request, and a frozen
-    dataclass's ``__init__`` costs several times more."""
+class Job(msgspec.Struct, gc=False):
+    """A claimed line ready to send. One is made per request: a Struct, built in C (see
+    ``batchd.models``)."""
 
     claim: ClaimedRequest
     endpoint: str
@@ -101,11 +101,13 @@ class Dispatcher:
         self._retry = retry
         self.breaker = breaker
         self._metrics = metrics
-        self._slots = asyncio.Semaphore(upstream.max_concurrency)
         self._ready: deque[Job] = deque()
         self._batches: dict[str, Batch] = {}
         self._blob_keys: dict[str, str | None] = {}
-        self._in_flight: dict[str, set[asyncio.Task[None]]] = {}
+        self._senders: set[asyncio.Task[None]] = set()
+        self._sending: dict[asyncio.Task[None], str] = {}  # sender → the batch of its request
+        self._abandoned: set[asyncio.Task[None]] = set()  # senders told to drop their request
+        self._admitting = asyncio.Lock()  # while the breaker is open, one sender waits on it
         self._wake = asyncio.Event()
         self._hungry = asyncio.Event()  # the buffer fell below the low watermark
         self._available = asyncio.Event()  # the feeder added jobs
@@ -119,43 +121,68 @@ class Dispatcher:
         self._wake.set()
 
     async def run(self, stopping: asyncio.Event) -> None:
-        """Send jobs as slots free up, while a feeder keeps the buffer of claimed lines full."""
+        """Send lines until ``stopping`` is set, while a feeder keeps the queue of claimed lines
+        full; then give back the lines not sent. Requests in flight go on: ``wait_in_flight``."""
         feeder = asyncio.create_task(self._feed(stopping))
+        self._senders = {
+            asyncio.create_task(self._sender(stopping))
+            for _ in range(self.upstream.max_concurrency)
+        }
         try:
-            while not stopping.is_set():
-                await self._slots.acquire()
-                job = await self._next_job(stopping)
-                if job is None:
-                    self._slots.release()
-                    break
-                tasks = self._in_flight.setdefault(job.claim.batch_id, set())
-                task = asyncio.create_task(self._execute(job))
-                tasks.add(task)
-                task.add_done_callback(tasks.discard)
+            await stopping.wait()
         finally:
+            self._available.set()  # senders waiting for lines: see that it is stopping
             feeder.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await feeder
             await self._give_back_ready()
 
     async def wait_in_flight(self) -> None:
-        tasks = set().union(*self._in_flight.values())
-        if tasks:
-            await asyncio.wait(tasks)
+        if self._senders:
+            await asyncio.wait(self._senders)
 
     def cancel_in_flight(self, batch_id: str | None = None) -> None:
-        """Abandon requests in flight (of one batch, or all): their lines stay leased until the
-        lease runs out, or are closed by the finalizer."""
-        for key, tasks in self._in_flight.items():
-            if batch_id is None or key == batch_id:
-                for task in tasks:
-                    task.cancel()
+        """Abandon the requests in flight of one batch, whose senders go on with other lines; or,
+        with no batch (once stopping), all of them, ending the senders. Abandoned lines stay
+        leased until the lease runs out, or are closed by the finalizer."""
+        if batch_id is None:
+            for sender in self._senders:
+                sender.cancel()
+            return
+        for sender, sending in list(self._sending.items()):
+            if sending == batch_id:
+                del self._sending[sender]
+                self._abandoned.add(sender)
+                sender.cancel()
+
+    async def _sender(self, stopping: asyncio.Event) -> None:
+        me = asyncio.current_task()
+        assert me is not None
+        while True:
+            try:
+                await self._send_lines(me, stopping)
+                return
+            except asyncio.CancelledError:
+                if stopping.is_set() or me not in self._abandoned:
+                    raise
+                self._abandoned.discard(me)  # its request was abandoned: go on with the next
+                me.uncancel()
+
+    async def _send_lines(self, me: asyncio.Task[None], stopping: asyncio.Event) -> None:
+        sending, committer = self._sending, self._committer
+        while (job := await self._next_job(stopping)) is not None:
+            sending[me] = job.claim.batch_id
+            result = await self._send(job)
+            sending.pop(me, None)  # abandoning it may have taken it out
+            committer.add(result)
+            if committer.backlogged:
+                await committer.room()
 
     async def _next_job(self, stopping: asyncio.Event) -> Job | None:
+        ready = self._ready
         while not stopping.is_set():
-            if self.breaker.is_open and not await _unless_stopped(self.breaker.admit(), stopping):
+            if self.breaker.is_open and not await self._admitted(stopping):
                 return None
-            ready = self._ready
             if len(ready) <= self._low_watermark:
                 self._hungry.set()
             if ready:
@@ -165,8 +192,14 @@ class Dispatcher:
                 await self._store.release_requests(self._owner, [job.claim])
                 continue
             self._available.clear()
-            await _wait_for_any(self._available, stopping, within=self._poll_interval)
+            await self._available.wait()
         return None
+
+    async def _admitted(self, stopping: asyncio.Event) -> bool:
+        """Wait for the open breaker to let a request through; whether it did before stopping.
+        Senders wait on it one at a time, so that it lets one probe through, not one each."""
+        async with self._admitting:
+            return await _unless_stopped(self.breaker.admit(), stopping)
 
     async def _feed(self, stopping: asyncio.Event) -> None:
         """Claim lines ahead of need, so that a freed slot never waits on the store."""
@@ -207,10 +240,10 @@ class Dispatcher:
                 self.cancel_in_flight(batch_id)  # their answers would be discarded anyway
         if gone and self._ready:
             stopped = [job for job in self._ready if job.claim.batch_id in gone]
-            self._ready = deque(job for job in self._ready if job.claim.batch_id not in gone)
+            kept = [job for job in self._ready if job.claim.batch_id not in gone]
+            self._ready.clear()  # in place: senders waiting for lines hold this queue
+            self._ready.extend(kept)
             await self._store.release_requests(self._owner, [job.claim for job in stopped])
-        for batch_id in [b for b, tasks in self._in_flight.items() if not tasks]:
-            del self._in_flight[batch_id]
 
     async def _refill(self) -> bool:
         if not self._batches:
@@ -257,14 +290,6 @@ class Dispatcher:
             span = await self._blobs.read_range(key, start, end - start)
             return [span[c.offset - start : c.offset - start + c.length] for c in claims]
         return [await self._blobs.read_range(key, c.offset, c.length) for c in claims]
-
-    async def _execute(self, job: Job) -> None:
-        try:
-            self._committer.add(await self._send(job))
-            if self._committer.backlogged:
-                await self._committer.room()
-        finally:
-            self._slots.release()
 
     async def _send(self, job: Job) -> RequestResult:
         claim = job.claim
@@ -345,7 +370,8 @@ class Dispatcher:
         )
 
     async def _give_back_ready(self) -> None:
-        ready, self._ready = self._ready, deque()
+        ready = list(self._ready)
+        self._ready.clear()
         if ready:
             await self._store.release_requests(self._owner, [job.claim for job in ready])
 
