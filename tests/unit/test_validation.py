@@ -365,18 +365,29 @@ def _mutated(rng: random.Random, endpoint: str, number: int, earlier: list[str])
 def test_the_fast_path_changes_no_outcome(
     endpoint: str, seed: int, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """Whatever the lines, validating them finds the same errors, totals and indexed lines as
-    the field-by-field checks alone."""
+    """Whatever the lines, and however they come in runs, validating them finds the same errors,
+    totals and indexed lines as the field-by-field checks alone."""
     rng = random.Random(seed)
     earlier: list[str] = []
     lines = []
     for number in range(1, 60):
-        lines.append(_mutated(rng, endpoint, number, earlier))
+        raw = _mutated(rng, endpoint, number, earlier)
+        lines.append(rng.choice([raw + b"\r", b"", b"  "]) if rng.random() < 0.05 else raw)
         earlier.append(f"r{number}")
+    runs = []
+    while lines:
+        size = rng.choice([1, 1, 2, 3, 8])
+        runs.append(lines[:size])
+        lines = lines[size:]
 
     def outcome() -> tuple[Outcome, list[IndexedLine]]:
         validator = LineValidator(rules(endpoint, max_requests=50, max_embedding_inputs=70))
-        indexed = validator.feed(1, 0, lines)
+        indexed: list[IndexedLine] = []
+        number, offset = 1, 0
+        for run in runs:
+            indexed += validator.feed(number, offset, run)
+            number += len(run)
+            offset += sum(len(line) + 1 for line in run)
         return validator.finish(), indexed
 
     fast = outcome()
