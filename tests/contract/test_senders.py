@@ -1,5 +1,5 @@
-"""A dispatcher's senders outlive the requests they abandon (worker and store in this process,
-an upstream that never answers one batch's lines)."""
+"""A dispatcher's senders: they outlive the requests they abandon, and while the upstream is down
+they wait for it one at a time (worker and store in this process, upstreams that never answer)."""
 
 from __future__ import annotations
 
@@ -79,3 +79,59 @@ async def test_a_batch_that_expires_with_every_slot_hung_frees_them_for_the_next
     assert upstream.abandoned == 2
     done = await store.get_batch(after.id)
     assert done is not None and done.completed == 5
+
+
+class DownThenHangingUpstream(Upstream):
+    """Answers the first request 503 (the breaker opens), then never answers again."""
+
+    name = "down"
+    models: frozenset[str] = frozenset()
+    max_concurrency = 16
+
+    def __init__(self) -> None:
+        self.sent = 0
+
+    async def send(
+        self, endpoint: str, body: bytes, headers: Mapping[str, str]
+    ) -> UpstreamResponse:
+        self.sent += 1
+        if self.sent == 1:
+            return UpstreamResponse(503, b"{}", None, {})
+        await asyncio.Event().wait()
+        raise AssertionError("never answered")
+
+
+async def test_probes_that_never_answer_are_replaced_one_at_a_time(
+    store: SqlStore, tmp_path: Path
+) -> None:
+    """Once the breaker is open, a probe that never reports back is replaced by one more probe
+    each ``breaker_max_cooldown``, not by every sender waiting for the breaker at once."""
+    settings = load_settings(
+        data_dir=str(tmp_path),
+        breaker_threshold=1,
+        breaker_base_cooldown=0.05,
+        breaker_max_cooldown=0.3,
+    )
+    clock = SystemClock()
+    blobs = open_blobstore(settings.blob_dir)
+    upstream = DownThenHangingUpstream()
+    worker = Worker(settings, store, blobs, UpstreamRouter([upstream]), clock)
+    files = Files(settings, store, blobs, clock)
+    batches = Batches(settings, store, clock, worker.notify)
+    await worker.start()
+    try:
+        upload = await files.upload(Upload("default", "batch", "in.jsonl", lines(100, "r")))
+        request = {
+            "input_file_id": upload.id,
+            "endpoint": "/v1/chat/completions",
+            "completion_window": "24h",
+        }
+        await batches.create("default", request)
+        for _ in range(500):
+            if upstream.sent >= 2:  # the first probe
+                break
+            await asyncio.sleep(0.01)
+        await asyncio.sleep(0.75)  # two max_cooldowns and a half: two more probes
+    finally:
+        await worker.stop(0.1)
+    assert 2 <= upstream.sent <= 5, upstream.sent
