@@ -10,39 +10,17 @@ _UNBIASED = 4 * len(_ALPHABET)
 """248: the random bytes below it map onto the alphabet exactly four times each."""
 _TO_DIGIT = bytes(_ALPHABET[byte % len(_ALPHABET)] for byte in range(256))
 _OVER = bytes(range(_UNBIASED, 256))
-_DRAW = 4096
-"""Random bytes read from the OS at a time: one system call serves ~160 ids. One per id was the
-largest single cost of writing a result line."""
+_SPARE = 8
+"""Extra random bytes drawn so that the 1 in 32 rejected rarely leaves too few digits."""
 
 
-class _Digits:
-    """Unbiased base62 digits, drawn from the OS a block at a time. A forked child starts with
-    none of its parent's, so that no two processes hand out the same ids."""
-
-    def __init__(self) -> None:
-        self._forget()
-        os.register_at_fork(after_in_child=self._forget)
-
-    def _forget(self) -> None:
-        self._digits, self._used = b"", 0
-
-    def take(self, length: int) -> str:
-        if self._used + length > len(self._digits):
-            self._draw(length)
-        start = self._used
-        self._used += length
-        return self._digits[start : self._used].decode("ascii")
-
-    def _draw(self, length: int) -> None:
-        # Rejection sampling in C (bytes.translate) instead of a divmod loop: several times faster,
-        # and every digit stays uniform over the alphabet.
-        digits = self._digits[self._used :]
-        while len(digits) < length:
-            digits += os.urandom(_DRAW).translate(_TO_DIGIT, _OVER)
-        self._digits, self._used = digits, 0
-
-
-_random = _Digits().take
+def _random(length: int) -> str:
+    # Rejection sampling in C (bytes.translate) instead of a divmod loop: several times faster,
+    # and every digit stays uniform over the alphabet.
+    digits = os.urandom(length + _SPARE).translate(_TO_DIGIT, _OVER)
+    while len(digits) < length:
+        digits += os.urandom(length).translate(_TO_DIGIT, _OVER)
+    return digits[:length].decode("ascii")
 
 
 def file_id() -> str:

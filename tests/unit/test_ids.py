@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 import string
 from collections import Counter
 from collections.abc import Callable
@@ -54,19 +53,4 @@ def test_a_draw_with_too_many_rejected_bytes_draws_again(monkeypatch: pytest.Mon
     """Bytes that would bias the digits are dropped, and more are drawn until there are enough."""
     draws = iter([bytes([255] * 10 + [0] * 10), bytes([61] * 12)])
     monkeypatch.setattr(ids.os, "urandom", lambda n: next(draws)[:n])
-    monkeypatch.setattr(ids, "_random", ids._Digits().take)  # none drawn yet
     assert ids.worker_id() == "wrk_" + "a" * 10 + "9" * 2
-
-
-def test_a_forked_process_does_not_repeat_its_parents_ids() -> None:
-    """Digits are drawn a block at a time; a child forked with some left over draws its own."""
-    ids.batch_id()  # the parent now holds digits it has not used
-    reading, writing = os.pipe()
-    child = os.fork()
-    if child == 0:  # pragma: no cover - the child reports through the pipe
-        os.write(writing, ids.batch_id().encode())
-        os._exit(0)
-    os.close(writing)
-    os.waitpid(child, 0)
-    with os.fdopen(reading, "rb") as pipe:
-        assert pipe.read().decode() != ids.batch_id()
