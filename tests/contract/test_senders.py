@@ -135,3 +135,52 @@ async def test_probes_that_never_answer_are_replaced_one_at_a_time(
     finally:
         await worker.stop(0.1)
     assert 2 <= upstream.sent <= 5, upstream.sent
+
+
+class FailingOnceUpstream(Upstream):
+    """Raises an error no upstream should (a bug) on the first request; answers the others."""
+
+    name = "failing"
+    models: frozenset[str] = frozenset()
+    max_concurrency = 1
+
+    def __init__(self) -> None:
+        self.sent = 0
+
+    async def send(
+        self, endpoint: str, body: bytes, headers: Mapping[str, str]
+    ) -> UpstreamResponse:
+        self.sent += 1
+        if self.sent == 1:
+            raise RuntimeError("a bug")
+        return UpstreamResponse(200, ANSWER, "req_1", {})
+
+
+async def test_a_sender_outlives_an_error_it_does_not_expect(
+    store: SqlStore, tmp_path: Path
+) -> None:
+    """A bug that raises while a line is sent is logged, and its sender goes on with the next
+    lines: with one sender, the rest of the batch is still sent."""
+    settings = load_settings(data_dir=str(tmp_path), poll_interval=0.05)
+    clock = SystemClock()
+    blobs = open_blobstore(settings.blob_dir)
+    upstream = FailingOnceUpstream()
+    worker = Worker(settings, store, blobs, UpstreamRouter([upstream]), clock)
+    files = Files(settings, store, blobs, clock)
+    batches = Batches(settings, store, clock, worker.notify)
+    await worker.start()
+    try:
+        upload = await files.upload(Upload("default", "batch", "in.jsonl", lines(3, "r")))
+        request = {
+            "input_file_id": upload.id,
+            "endpoint": "/v1/chat/completions",
+            "completion_window": "24h",
+        }
+        await batches.create("default", request)
+        for _ in range(500):
+            if upstream.sent >= 3:
+                break
+            await asyncio.sleep(0.01)
+    finally:
+        await worker.stop(0.1)
+    assert upstream.sent == 3

@@ -167,6 +167,12 @@ class Dispatcher:
                     raise
                 self._abandoned.discard(me)  # its request was abandoned: go on with the next
                 me.uncancel()
+            except Exception:
+                # A bug, or the store failing while a line is given back. The line stays leased
+                # until this worker stops; the upstream keeps its sender.
+                log.exception("sender_failed", extra={"upstream": self.upstream.name})
+                self._sending.pop(me, None)
+                await asyncio.sleep(self._poll_interval)
 
     async def _send_lines(self, me: asyncio.Task[None], stopping: asyncio.Event) -> None:
         sending, committer = self._sending, self._committer
