@@ -1,5 +1,6 @@
-"""A dispatcher's senders: they outlive the requests they abandon, and while the upstream is down
-they wait for it one at a time (worker and store in this process, upstreams that never answer)."""
+"""A dispatcher's senders: they outlive the requests they abandon and the errors they do not
+expect, and while the upstream is down they wait for it one at a time (worker and store in this
+process, upstreams written to misbehave)."""
 
 from __future__ import annotations
 
@@ -9,17 +10,9 @@ from pathlib import Path
 
 import pytest
 
-from batchd.batches import Batches
-from batchd.blobstore import open_blobstore
-from batchd.clock import SystemClock
-from batchd.files import Files, Upload
-from batchd.models import Batch
-from batchd.settings import load_settings
 from batchd.store import SqlStore
-from batchd.upstreams import UpstreamRouter
 from batchd.upstreams.base import Upstream, UpstreamResponse
-from batchd.worker import Worker
-from tests.contract.test_sharing import ANSWER, lines, wait_for
+from tests.support.worker import ANSWER, running_worker, until, wait_for
 
 pytestmark = pytest.mark.anyio
 
@@ -51,31 +44,14 @@ async def test_a_batch_that_expires_with_every_slot_hung_frees_them_for_the_next
 ) -> None:
     """Both of the upstream's slots wait on answers that never come, until the batch's window
     ends: its requests are abandoned, and the slots then serve the next batch."""
-    settings = load_settings(data_dir=str(tmp_path), completion_windows=["24h", "2s"])
-    clock = SystemClock()
-    blobs = open_blobstore(settings.blob_dir)
     upstream = HangingUpstream()
-    worker = Worker(settings, store, blobs, UpstreamRouter([upstream]), clock)
-    files = Files(settings, store, blobs, clock)
-    batches = Batches(settings, store, clock, worker.notify)
-
-    async def create(prefix: str, count: int, window: str) -> Batch:
-        upload = await files.upload(Upload("default", "batch", "in.jsonl", lines(count, prefix)))
-        request = {
-            "input_file_id": upload.id,
-            "endpoint": "/v1/chat/completions",
-            "completion_window": window,
-        }
-        return await batches.create("default", request)
-
-    await worker.start()
-    try:
+    async with running_worker(
+        store, tmp_path, upstream, completion_windows=["24h", "2s"]
+    ) as create:
         hung = await create("hung", 2, "2s")
         await wait_for(store, hung, {"expired"})
-        after = await create("after", 5, "24h")
+        after = await create("after", 5)
         await wait_for(store, after, {"completed"})
-    finally:
-        await worker.stop()
     assert upstream.abandoned == 2
     done = await store.get_batch(after.id)
     assert done is not None and done.completed == 5
@@ -106,34 +82,18 @@ async def test_probes_that_never_answer_are_replaced_one_at_a_time(
 ) -> None:
     """Once the breaker is open, a probe that never reports back is replaced by one more probe
     each ``breaker_max_cooldown``, not by every sender waiting for the breaker at once."""
-    settings = load_settings(
-        data_dir=str(tmp_path),
+    upstream = DownThenHangingUpstream()
+    async with running_worker(
+        store,
+        tmp_path,
+        upstream,
         breaker_threshold=1,
         breaker_base_cooldown=0.05,
         breaker_max_cooldown=0.3,
-    )
-    clock = SystemClock()
-    blobs = open_blobstore(settings.blob_dir)
-    upstream = DownThenHangingUpstream()
-    worker = Worker(settings, store, blobs, UpstreamRouter([upstream]), clock)
-    files = Files(settings, store, blobs, clock)
-    batches = Batches(settings, store, clock, worker.notify)
-    await worker.start()
-    try:
-        upload = await files.upload(Upload("default", "batch", "in.jsonl", lines(100, "r")))
-        request = {
-            "input_file_id": upload.id,
-            "endpoint": "/v1/chat/completions",
-            "completion_window": "24h",
-        }
-        await batches.create("default", request)
-        for _ in range(500):
-            if upstream.sent >= 2:  # the first probe
-                break
-            await asyncio.sleep(0.01)
+    ) as create:
+        await create("r", 100)
+        await until(lambda: upstream.sent >= 2)  # the first probe
         await asyncio.sleep(0.75)  # two max_cooldowns and a half: two more probes
-    finally:
-        await worker.stop(0.1)
     assert 2 <= upstream.sent <= 5, upstream.sent
 
 
@@ -161,26 +121,8 @@ async def test_a_sender_outlives_an_error_it_does_not_expect(
 ) -> None:
     """A bug that raises while a line is sent is logged, and its sender goes on with the next
     lines: with one sender, the rest of the batch is still sent."""
-    settings = load_settings(data_dir=str(tmp_path), poll_interval=0.05)
-    clock = SystemClock()
-    blobs = open_blobstore(settings.blob_dir)
     upstream = FailingOnceUpstream()
-    worker = Worker(settings, store, blobs, UpstreamRouter([upstream]), clock)
-    files = Files(settings, store, blobs, clock)
-    batches = Batches(settings, store, clock, worker.notify)
-    await worker.start()
-    try:
-        upload = await files.upload(Upload("default", "batch", "in.jsonl", lines(3, "r")))
-        request = {
-            "input_file_id": upload.id,
-            "endpoint": "/v1/chat/completions",
-            "completion_window": "24h",
-        }
-        await batches.create("default", request)
-        for _ in range(500):
-            if upstream.sent >= 3:
-                break
-            await asyncio.sleep(0.01)
-    finally:
-        await worker.stop(0.1)
+    async with running_worker(store, tmp_path, upstream, poll_interval=0.05) as create:
+        await create("r", 3)
+        await until(lambda: upstream.sent >= 3)
     assert upstream.sent == 3
