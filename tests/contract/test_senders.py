@@ -10,8 +10,10 @@ from pathlib import Path
 
 import pytest
 
+from batchd.errors import StoreError
 from batchd.store import SqlStore
 from batchd.upstreams.base import Upstream, UpstreamResponse
+from batchd.worker.commits import GroupCommitter
 from tests.support.worker import ANSWER, running_worker, until, wait_for
 
 pytestmark = pytest.mark.anyio
@@ -97,32 +99,70 @@ async def test_probes_that_never_answer_are_replaced_one_at_a_time(
     assert 2 <= upstream.sent <= 5, upstream.sent
 
 
-class FailingOnceUpstream(Upstream):
-    """Raises an error no upstream should (a bug) on the first request; answers the others."""
+class BuggyUpstream(Upstream):
+    """Raises an error no upstream should (a bug) on the first ``failures`` requests; answers the
+    others."""
 
-    name = "failing"
+    name = "buggy"
     models: frozenset[str] = frozenset()
     max_concurrency = 1
 
-    def __init__(self) -> None:
+    def __init__(self, failures: int) -> None:
+        self.failures = failures
         self.sent = 0
 
     async def send(
         self, endpoint: str, body: bytes, headers: Mapping[str, str]
     ) -> UpstreamResponse:
         self.sent += 1
-        if self.sent == 1:
+        if self.sent <= self.failures:
             raise RuntimeError("a bug")
         return UpstreamResponse(200, ANSWER, "req_1", {})
 
 
-async def test_a_sender_outlives_an_error_it_does_not_expect(
+async def test_a_line_whose_send_raises_a_bug_is_tried_again(
     store: SqlStore, tmp_path: Path
 ) -> None:
-    """A bug that raises while a line is sent is logged, and its sender goes on with the next
-    lines: with one sender, the rest of the batch is still sent."""
-    upstream = FailingOnceUpstream()
+    """A bug that raises while a line is sent costs that line an attempt, not its sender: with
+    one sender, the batch still completes, every line answered."""
+    upstream = BuggyUpstream(failures=1)
+    async with running_worker(store, tmp_path, upstream, retry_base_delay=0) as create:
+        batch = await create("r", 3)
+        await wait_for(store, batch, {"completed"})
+    done = await store.get_batch(batch.id)
+    assert done is not None and (done.completed, done.failed) == (3, 0)
+    assert upstream.sent == 4
+
+
+async def test_a_line_whose_send_always_raises_fails_and_the_batch_ends(
+    store: SqlStore, tmp_path: Path
+) -> None:
+    """Out of tries, such a line fails as a server_error, and its batch ends rather than wait."""
+    upstream = BuggyUpstream(failures=1_000)
+    async with running_worker(
+        store, tmp_path, upstream, retry_base_delay=0, max_attempts=2
+    ) as create:
+        batch = await create("r", 2)
+        await wait_for(store, batch, {"completed"})
+    done = await store.get_batch(batch.id)
+    assert done is not None and (done.completed, done.failed) == (0, 2)
+    assert upstream.sent == 4
+
+
+async def test_a_sender_outlives_the_store_failing_under_it(
+    store: SqlStore, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The store failing while a sender waits for room to hand over results is logged, and the
+    sender goes on: with one sender, the batch still completes."""
+    backlogged = iter([True])
+    monkeypatch.setattr(GroupCommitter, "backlogged", property(lambda _: next(backlogged, False)))
+
+    async def failing_room(self: GroupCommitter) -> None:
+        raise StoreError("the database is gone for a moment")
+
+    monkeypatch.setattr(GroupCommitter, "room", failing_room)
+    upstream = BuggyUpstream(failures=0)
     async with running_worker(store, tmp_path, upstream, poll_interval=0.05) as create:
-        await create("r", 3)
-        await until(lambda: upstream.sent >= 3)
+        batch = await create("r", 3)
+        await wait_for(store, batch, {"completed"})
     assert upstream.sent == 3

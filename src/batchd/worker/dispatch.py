@@ -60,6 +60,8 @@ NO_ANSWER: dict[type[UpstreamError], str] = {
 }
 """The ``status`` a request counts under in the metrics when no HTTP answer came."""
 
+NOT_SENT = "batchd failed to send this request (an internal error, logged as send_failed)."
+
 
 class Job(msgspec.Struct, gc=False):
     """A claimed line ready to send. One is made per request: a Struct, built in C (see
@@ -168,17 +170,23 @@ class Dispatcher:
                 self._abandoned.discard(me)  # its request was abandoned: go on with the next
                 me.uncancel()
             except Exception:
-                # A bug, or the store failing while a line is given back. The line stays leased
-                # until this worker stops; the upstream keeps its sender.
+                # The store failing while a line whose lease lapsed is given back, or while the
+                # committer is waited on: the upstream keeps its sender all the same.
                 log.exception("sender_failed", extra={"upstream": self.upstream.name})
-                self._sending.pop(me, None)
                 await asyncio.sleep(self._poll_interval)
 
     async def _send_lines(self, me: asyncio.Task[None], stopping: asyncio.Event) -> None:
         sending, committer = self._sending, self._committer
         while (job := await self._next_job(stopping)) is not None:
             sending[me] = job.claim.batch_id
-            result = await self._send(job)
+            try:
+                result = await self._send(job)
+            except Exception:
+                log.exception(
+                    "send_failed",
+                    extra={"upstream": self.upstream.name, "batch_id": job.claim.batch_id},
+                )
+                result = self._not_sent(job.claim)
             sending.pop(me, None)  # abandoning it may have taken it out
             committer.add(result)
             if committer.backlogged:
@@ -332,6 +340,14 @@ class Dispatcher:
             self._metrics.retried(reason)
             return self._again(claim, self._retry.backoff(claim.attempts), refund)
         line = unanswered_line(claim.custom_id, exc.code, exc.message)
+        return RequestResult(claim.batch_id, claim.line, RequestState.FAILED, line, span=claim.span)
+
+    def _not_sent(self, claim: ClaimedRequest) -> RequestResult:
+        """A line whose sending raised an error batchd does not expect (a bug): tried again like
+        one that got no answer, and failed once out of tries, so that its batch still ends."""
+        if self._retry.may_retry(claim.attempts):
+            return self._again(claim, self._retry.backoff(claim.attempts), refund=False)
+        line = unanswered_line(claim.custom_id, "server_error", NOT_SENT)
         return RequestResult(claim.batch_id, claim.line, RequestState.FAILED, line, span=claim.span)
 
     def _answered(
