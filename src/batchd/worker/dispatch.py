@@ -345,6 +345,7 @@ class Dispatcher:
     def _not_sent(self, claim: ClaimedRequest) -> RequestResult:
         """A line whose sending raised an error batchd does not expect (a bug): tried again like
         one that got no answer, and failed once out of tries, so that its batch still ends."""
+        self.breaker.abandoned()  # if it was the probe: it was not sent, let another go
         if self._retry.may_retry(claim.attempts):
             return self._again(claim, self._retry.backoff(claim.attempts), refund=False)
         line = unanswered_line(claim.custom_id, "server_error", NOT_SENT)
