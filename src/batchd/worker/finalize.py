@@ -110,11 +110,9 @@ class Finalizer:
         parts = await self._store.result_parts(batch.id)
         if not all(part.whole for part in parts):
             return False
-        try:
-            for part in parts:
-                await self._copy_range(batch.id, part.id, 0, part.written, writers[part.kind])
-        except BlobNotFound:
-            return False  # line by line, to save what is left of it
+        for part in parts:
+            if not await self._copy_part(batch.id, part.id, part.written, writers[part.kind]):
+                return False  # line by line, to save what is left of it
         lines = sum(part.lines for part in parts)
         async for row in self._store.unparted_lines(batch.id):
             await _write_unparted(row, writers)
@@ -163,15 +161,14 @@ class Finalizer:
             unanswered_line(row.custom_id, "result_lost", RESULT_LOST) + b"\n"
         )
 
-    async def _copy_range(
-        self, batch_id: str, part: int, start: int, end: int, writer: BlobWriter
-    ) -> None:
-        for offset in range(start, end, RUN):
-            length = min(RUN, end - offset)
-            data = await self._read_whole(batch_id, part, offset, length)
+    async def _copy_part(self, batch_id: str, part: int, end: int, writer: BlobWriter) -> bool:
+        """Copy a part's first ``end`` bytes, ``RUN`` at a time; whether they were all there."""
+        for offset in range(0, end, RUN):
+            data = await self._read_whole(batch_id, part, offset, min(RUN, end - offset))
             if data is None:
-                raise BlobNotFound(f"part {part} of {batch_id} ends before byte {offset + length}")
+                return False
             await writer.write(data)
+        return True
 
     async def _read_whole(self, batch_id: str, part: int, start: int, length: int) -> bytes | None:
         """``length`` bytes of a part from ``start``; None if the part is gone or ends first."""
