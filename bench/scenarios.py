@@ -145,16 +145,6 @@ def _overhead_rows(requests: int, pairs: list[Pair], rss: float) -> list[Row]:
     took = statistics.median(p.wall for p in pairs)
     bare = statistics.median(p.bare_wall for p in pairs)
     ratio = statistics.median(p.wall / p.bare_wall for p in pairs)
-    cpu, bare_cpu = (
-        statistics.median(seconds) / requests * 1e6
-        for seconds in ([p.cpu for p in pairs], [p.bare_cpu for p in pairs])
-    )
-    cpu_ratio = statistics.median(p.cpu / p.bare_cpu for p in pairs)
-    loop_cpu, bare_loop_cpu = (
-        statistics.median(seconds) / requests * 1e6
-        for seconds in ([p.loop_cpu for p in pairs], [p.bare_loop_cpu for p in pairs])
-    )
-    loop_ratio = statistics.median(p.loop_cpu / p.bare_loop_cpu for p in pairs)
     return [
         Row(
             "overhead",
@@ -166,18 +156,23 @@ def _overhead_rows(requests: int, pairs: list[Pair], rss: float) -> list[Row]:
             ratio <= 1.25,
         ),
         Row("overhead", "requests/s", _fmt(requests / took), _fmt(requests / bare), "", ""),
-        Row("overhead", "CPU µs/request", _fmt(cpu), _fmt(bare_cpu), f"{cpu_ratio:.2f}", ""),
-        Row(
-            "overhead",
+        _cpu_row("CPU µs/request", requests, [(p.cpu, p.bare_cpu) for p in pairs]),
+        _cpu_row(
             "… of the event loop's thread",
-            _fmt(loop_cpu),
-            _fmt(bare_loop_cpu),
-            f"{loop_ratio:.2f}",
-            "",
+            requests,
+            [(p.loop_cpu, p.bare_loop_cpu) for p in pairs],
         ),
         Row("overhead", "s to " + " / ".join(PHASES), _phases(pairs), "", "", ""),
         Row("overhead", "peak RSS MB", _fmt(rss), "", "", ""),
     ]
+
+
+def _cpu_row(measure: str, requests: int, seconds: list[tuple[float, float]]) -> Row:
+    """CPU per request of batchd and of the bare loop (medians of the pairs' seconds), and the
+    median of the pairs' ratios."""
+    ours, bare = (statistics.median(side) / requests * 1e6 for side in zip(*seconds, strict=True))
+    ratio = statistics.median(mine / theirs for mine, theirs in seconds)
+    return Row("overhead", measure, _fmt(ours), _fmt(bare), f"{ratio:.2f}", "")
 
 
 def _phases(pairs: list[Pair]) -> str:
