@@ -114,12 +114,14 @@ def overhead(work: Path, requests: int, store_flags: list[str]) -> list[Row]:
         fake_model_server(work) as upstream,
         batchd(work, upstream, "--max-concurrency", "64", *store_flags) as server,
     ):
-        pairs = [_overhead_pair(work, source, upstream, server) for _ in range(OVERHEAD_PAIRS)]
+        pairs = [
+            _overhead_pair(work, source, requests, upstream, server) for _ in range(OVERHEAD_PAIRS)
+        ]
         rss = server.peak_rss_mb()
     return _overhead_rows(requests, pairs, rss)
 
 
-def _overhead_pair(work: Path, source: Path, upstream: str, server: Batchd) -> Pair:
+def _overhead_pair(work: Path, source: Path, requests: int, upstream: str, server: Batchd) -> Pair:
     server.wait_idle()
     bare_wall, bare_cpu, bare_loop_cpu = _bare_loop(work, source, upstream, 64)
     file_id = server.upload(source)
@@ -129,6 +131,7 @@ def _overhead_pair(work: Path, source: Path, upstream: str, server: Batchd) -> P
     done = server.wait(server.create(file_id), poll=0.1, seen=seen)
     wall = time.perf_counter() - started
     assert done["status"] == "completed", done
+    assert done["request_counts"]["completed"] == requests, done["request_counts"]
     reached = {status: at - started for status, at in seen.items()}
     return Pair(
         wall,

@@ -1,0 +1,329 @@
+"""batchd's HTTP/1.1 client against a raw TCP server that answers with scripted bytes."""
+
+from __future__ import annotations
+
+import asyncio
+import gzip
+import shutil
+import ssl
+import subprocess
+import zlib
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+from batchd.errors import UpstreamDisconnected, UpstreamTimeout, UpstreamUnreachable
+from batchd.upstreams.connections import ConnectionLost, ConnectionPool, ProtocolError
+from batchd.upstreams.http import HttpUpstream
+
+pytestmark = pytest.mark.anyio
+
+
+@dataclass(frozen=True)
+class Reply:
+    data: bytes = b""
+    then_close: bool = False
+    never: bool = False
+
+
+OK = Reply(b"HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: 2\r\n\r\n{}")
+HANG = Reply(never=True)
+CLOSE = Reply(then_close=True)
+"""Close the connection instead of answering."""
+
+
+def ok(data: bytes) -> Reply:
+    return Reply(data)
+
+
+class ScriptedServer:
+    """Answers the n-th request it reads with ``replies[n]``, on whatever connection it came."""
+
+    def __init__(self, replies: list[Reply]) -> None:
+        self.replies = list(replies)
+        self.requests: list[bytes] = []
+        self.connections = 0
+        self.port = 0
+
+    async def handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        self.connections += 1
+        try:
+            while True:
+                head = await reader.readuntil(b"\r\n\r\n")
+                length = int(_header(head, b"content-length") or 0)
+                self.requests.append(head + await reader.readexactly(length))
+                reply = self.replies.pop(0)
+                if reply.never:
+                    await asyncio.sleep(3600)
+                writer.write(reply.data)
+                await writer.drain()
+                if reply.then_close:
+                    break
+        except (asyncio.IncompleteReadError, ConnectionError):
+            pass
+        finally:
+            writer.close()
+
+
+def _header(head: bytes, name: bytes) -> bytes | None:
+    for line in head.split(b"\r\n")[1:]:
+        key, _, value = line.partition(b":")
+        if key.strip().lower() == name:
+            return value.strip()
+    return None
+
+
+@asynccontextmanager
+async def scripted(
+    replies: list[Reply], ssl_context: ssl.SSLContext | None = None
+) -> AsyncIterator[ScriptedServer]:
+    server = ScriptedServer(replies)
+    listening = await asyncio.start_server(server.handle, "127.0.0.1", 0, ssl=ssl_context)
+    server.port = listening.sockets[0].getsockname()[1]
+    async with listening:
+        yield server
+
+
+def pool_for(
+    server: ScriptedServer, *, scheme: str = "http", timeout: float = 5.0, max_idle: int = 8
+) -> ConnectionPool:
+    return ConnectionPool(
+        f"{scheme}://127.0.0.1:{server.port}/v1",
+        headers={"content-type": "application/json", "authorization": "Bearer sk-test"},
+        connect_timeout=5.0,
+        request_timeout=timeout,
+        max_idle=max_idle,
+    )
+
+
+async def test_an_answer_comes_back_with_its_status_headers_and_body() -> None:
+    reply = b"HTTP/1.1 429 Too Many Requests\r\nRetry-After: 3\r\nX-Request-Id: r1\r\n"
+    async with scripted([ok(reply + b"content-length: 5\r\n\r\nslow!")]) as server:
+        answer = await pool_for(server).post("/chat/completions", b'{"a":1}', {"x-id": "c1"})
+    assert (answer.status, answer.body) == (429, b"slow!")
+    assert answer.headers["retry-after"] == "3"
+    assert answer.headers["x-request-id"] == "r1"
+
+
+async def test_the_request_carries_the_base_path_host_length_and_every_header() -> None:
+    async with scripted([OK]) as server:
+        await pool_for(server).post("/chat/completions", b'{"a":1}', {"x-batchd-custom-id": "c1"})
+    head, _, body = server.requests[0].partition(b"\r\n\r\n")
+    assert head.startswith(b"POST /v1/chat/completions HTTP/1.1\r\n")
+    assert _header(head, b"host") == f"127.0.0.1:{server.port}".encode()
+    assert _header(head, b"content-length") == b"7"
+    assert _header(head, b"authorization") == b"Bearer sk-test"
+    assert _header(head, b"x-batchd-custom-id") == b"c1"
+    assert body == b'{"a":1}'
+
+
+async def test_one_connection_carries_requests_one_after_another() -> None:
+    async with scripted([OK, OK, OK]) as server:
+        pool = pool_for(server)
+        for _ in range(3):
+            assert (await pool.post("/x", b"{}", {})).status == 200
+    assert server.connections == 1
+
+
+async def test_requests_at_once_each_get_a_connection_and_at_most_max_idle_are_kept() -> None:
+    async with scripted([OK] * 8) as server:
+        pool = pool_for(server, max_idle=2)
+        await asyncio.gather(*(pool.post("/x", b"{}", {}) for _ in range(4)))
+        assert server.connections == 4
+        await asyncio.gather(*(pool.post("/x", b"{}", {}) for _ in range(4)))
+    assert server.connections == 6  # two kept from the first four, two more opened
+
+
+async def test_a_chunked_answer_is_joined() -> None:
+    chunked = (
+        b"HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\n3\r\nabc\r\n2\r\nde\r\n0\r\n\r\n"
+    )
+    async with scripted([ok(chunked), OK]) as server:
+        pool = pool_for(server)
+        assert (await pool.post("/x", b"{}", {})).body == b"abcde"
+        assert (await pool.post("/x", b"{}", {})).body == b"{}"
+    assert server.connections == 1
+
+
+async def test_an_answer_without_a_length_ends_when_the_server_closes() -> None:
+    until_close = b'HTTP/1.0 200 OK\r\ncontent-type: application/json\r\n\r\n{"whole": true}'
+    async with scripted([Reply(until_close, then_close=True), OK]) as server:
+        pool = pool_for(server)
+        assert (await pool.post("/x", b"{}", {})).body == b'{"whole": true}'
+        assert (await pool.post("/x", b"{}", {})).body == b"{}"
+    assert server.connections == 2
+
+
+@pytest.mark.parametrize(
+    ("encoding", "encode"),
+    [
+        ("gzip", gzip.compress),
+        ("deflate", zlib.compress),
+        ("deflate", lambda data: zlib.compress(data, wbits=-zlib.MAX_WBITS)),
+    ],
+)
+async def test_a_compressed_answer_is_decoded(
+    encoding: str, encode: Callable[[bytes], bytes]
+) -> None:
+    body = encode(b'{"choices": []}')
+    head = f"HTTP/1.1 200 OK\r\ncontent-encoding: {encoding}\r\ncontent-length: {len(body)}\r\n\r\n"
+    async with scripted([ok(head.encode() + body)]) as server:
+        answer = await pool_for(server).post("/x", b"{}", {})
+    assert answer.body == b'{"choices": []}'
+
+
+async def test_an_encoding_that_was_not_asked_for_is_a_protocol_error() -> None:
+    reply = b"HTTP/1.1 200 OK\r\ncontent-encoding: br\r\ncontent-length: 2\r\n\r\nzz"
+    async with scripted([ok(reply)]) as server:
+        with pytest.raises(ProtocolError, match="br"):
+            await pool_for(server).post("/x", b"{}", {})
+
+
+async def test_an_interim_answer_is_skipped() -> None:
+    async with scripted([ok(b"HTTP/1.1 100 Continue\r\n\r\n" + OK.data)]) as server:
+        answer = await pool_for(server).post("/x", b"{}", {})
+    assert (answer.status, answer.body) == (200, b"{}")
+
+
+async def test_an_answer_that_says_close_leaves_its_connection_unused() -> None:
+    closing = b"HTTP/1.1 200 OK\r\nconnection: close\r\ncontent-length: 2\r\n\r\n{}"
+    async with scripted([ok(closing), OK]) as server:
+        pool = pool_for(server)
+        await pool.post("/x", b"{}", {})
+        await pool.post("/x", b"{}", {})
+    assert server.connections == 2
+
+
+async def test_an_idle_connection_the_server_closed_is_not_used_again() -> None:
+    async with scripted([OK, CLOSE, OK]) as server:
+        pool = pool_for(server)
+        await pool.post("/x", b"{}", {})
+        with pytest.raises(ConnectionLost):
+            await pool.post("/x", b"{}", {})  # the server closes instead of answering
+        assert (await pool.post("/x", b"{}", {})).status == 200
+    assert server.connections == 2
+
+
+async def test_a_connection_lost_in_the_middle_of_an_answer_is_connection_lost() -> None:
+    cut = b'HTTP/1.1 200 OK\r\ncontent-length: 100\r\n\r\n{"half'
+    async with scripted([Reply(cut, then_close=True)]) as server:
+        with pytest.raises(ConnectionLost):
+            await pool_for(server).post("/x", b"{}", {})
+
+
+async def test_bytes_that_are_not_http_are_a_protocol_error() -> None:
+    async with scripted([ok(b"SSH-2.0-OpenSSH_9.2\r\n\r\n"), OK]) as server:
+        pool = pool_for(server)
+        with pytest.raises(ProtocolError):
+            await pool.post("/x", b"{}", {})
+        assert (await pool.post("/x", b"{}", {})).status == 200
+    assert server.connections == 2
+
+
+async def test_no_answer_in_time_is_a_timeout_and_the_late_answer_is_never_read() -> None:
+    async with scripted([HANG, OK]) as server:
+        pool = pool_for(server, timeout=0.2)
+        with pytest.raises(TimeoutError):
+            await pool.post("/x", b"{}", {})
+        assert (await pool.post("/x", b"{}", {})).status == 200
+    assert server.connections == 2
+
+
+async def test_a_cancelled_request_takes_its_connection_with_it() -> None:
+    async with scripted([HANG, OK]) as server:
+        pool = pool_for(server)
+        task = asyncio.create_task(pool.post("/x", b"{}", {}))
+        await asyncio.sleep(0.1)
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+        assert (await pool.post("/x", b"{}", {})).status == 200
+    assert server.connections == 2
+
+
+async def test_a_refused_connection_is_an_os_error() -> None:
+    async with scripted([]) as server:
+        port = server.port
+    pool = ConnectionPool(
+        f"http://127.0.0.1:{port}", headers={}, connect_timeout=5, request_timeout=5, max_idle=1
+    )
+    with pytest.raises(ConnectionRefusedError):
+        await pool.post("/x", b"{}", {})
+
+
+async def test_a_header_with_a_line_break_is_refused_before_anything_is_sent() -> None:
+    async with scripted([OK]) as server:
+        with pytest.raises(ValueError, match="line break"):
+            await pool_for(server).post("/x", b"{}", {"x-id": "a\r\nx-injected: 1"})
+    assert server.connections == 0
+
+
+@pytest.mark.parametrize("url", ["ftp://example.com", "example.com:8000", "http://"])
+def test_a_url_that_is_not_http_is_refused(url: str) -> None:
+    with pytest.raises(ValueError, match="not an http"):
+        ConnectionPool(url, headers={}, connect_timeout=1, request_timeout=1, max_idle=1)
+
+
+@pytest.fixture
+def certificate(tmp_path: Path) -> tuple[Path, Path]:
+    """A self-signed certificate for 127.0.0.1 (made by the openssl command)."""
+    openssl = shutil.which("openssl")
+    assert openssl, "the openssl command is needed (Debian package openssl)"
+    cert, key = tmp_path / "cert.pem", tmp_path / "key.pem"
+    command = [openssl, "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1"]
+    command += ["-keyout", str(key), "-out", str(cert), "-subj", "/CN=127.0.0.1"]
+    command += ["-addext", "subjectAltName=IP:127.0.0.1"]
+    subprocess.run(command, check=True, capture_output=True)
+    return cert, key
+
+
+async def test_https_trusts_what_ssl_cert_file_names(
+    certificate: tuple[Path, Path], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    cert, key = certificate
+    server_side = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    server_side.load_cert_chain(cert, key)
+    async with scripted([OK, OK], ssl_context=server_side) as server:
+        with pytest.raises(ssl.SSLCertVerificationError):
+            await pool_for(server, scheme="https").post("/x", b"{}", {})
+        monkeypatch.setenv("SSL_CERT_FILE", str(cert))
+        answer = await pool_for(server, scheme="https").post("/x", b"{}", {})
+    assert answer.status == 200
+
+
+def upstream_for(port: int, timeout: float = 5.0) -> HttpUpstream:
+    return HttpUpstream(
+        name="test",
+        base_url=f"http://127.0.0.1:{port}/v1",
+        models=frozenset(),
+        max_concurrency=4,
+        api_key="sk-test",
+        request_timeout=timeout,
+        connect_timeout=5.0,
+    )
+
+
+async def test_the_upstream_names_what_went_wrong_in_batchds_terms() -> None:
+    garbage = b"not http at all\r\n\r\n"
+    async with scripted([HANG, CLOSE, ok(garbage)]) as server:
+        upstream = upstream_for(server.port, timeout=0.2)
+        with pytest.raises(UpstreamTimeout):
+            await upstream.send("/v1/chat/completions", b"{}", {})
+        with pytest.raises(UpstreamDisconnected, match="before its whole answer"):
+            await upstream.send("/v1/chat/completions", b"{}", {})
+        with pytest.raises(UpstreamDisconnected, match="could not be read"):
+            await upstream.send("/v1/chat/completions", b"{}", {})
+        port = server.port
+    with pytest.raises(UpstreamUnreachable, match="could not be reached"):
+        await upstream_for(port).send("/v1/chat/completions", b"{}", {})
+
+
+async def test_the_upstream_passes_on_the_request_id() -> None:
+    reply = b"HTTP/1.1 200 OK\r\nx-request-id: req_9\r\ncontent-length: 2\r\n\r\n{}"
+    async with scripted([ok(reply)]) as server:
+        response = await upstream_for(server.port).send("/v1/embeddings", b"{}", {})
+    assert (response.status, response.request_id, response.body) == (200, "req_9", b"{}")
+    assert server.requests[0].startswith(b"POST /v1/embeddings HTTP/1.1\r\n")
