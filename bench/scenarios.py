@@ -14,7 +14,7 @@ import uvloop
 
 from bench import inprocess
 from bench import instructions as bench_instructions
-from bench.baseline import run_baseline
+from bench.baseline import Client, run_baseline
 from bench.harness import (
     Batchd,
     batchd,
@@ -46,13 +46,14 @@ def _bare_loop_seconds(work: Path, input_path: Path, base_url: str, concurrency:
 
 
 def _bare_loop(
-    work: Path, input_path: Path, base_url: str, concurrency: int
+    work: Path, input_path: Path, base_url: str, concurrency: int, client: Client = "aiohttp"
 ) -> tuple[float, float, float]:
     """Wall, CPU and event-loop-thread CPU seconds of the bare loop, on uvloop as batchd runs
     (uvicorn picks uvloop when it is installed). It runs in this thread of this process."""
     started, cpu, loop_cpu = time.perf_counter(), time.process_time(), time.thread_time()
+    output = work / "baseline.jsonl"
     with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
-        runner.run(run_baseline(input_path, work / "baseline.jsonl", base_url, concurrency))
+        runner.run(run_baseline(input_path, output, base_url, concurrency, client))
     return (
         time.perf_counter() - started,
         time.process_time() - cpu,
@@ -80,18 +81,25 @@ class Pair:
     loop_cpu: float
     """CPU seconds of batchd's event loop thread alone: what its wall time follows."""
     bare_loop_cpu: float
+    same_client_wall: float
+    """The bare loop through batchd's own HTTP client: what batchd's work costs on its own."""
+    same_client_cpu: float
+    fake_share: float
+    """The fake model server's CPU seconds over batchd's wall seconds: near 1, the fake is what
+    limits the batch, not batchd."""
     reached: dict[str, float]
     """Seconds from create until each status was first polled (every 0.1 s)."""
 
 
 def fake_ceiling(work: Path, requests: int, store_flags: list[str]) -> list[Row]:
     """The fake model server's own ceiling, so that no scenario mistakes it for batchd's: its CPU
-    per request while the bare loop drives it, and the requests per second one core of it could
-    therefore serve."""
+    per request while the bare loop drives it (through batchd's client, the fastest driver here:
+    a server driven harder spends less per request), and the requests per second one core of it
+    could therefore serve."""
     source = write_chat_batch(work / "ceiling.jsonl", requests)
     with fake_model_server_process(work) as (process, upstream):
         before = cpu_seconds(process.pid)
-        _bare_loop(work, source, upstream, 64)
+        _bare_loop(work, source, upstream, 64, client="batchd")
         used = cpu_seconds(process.pid) - before
     ceiling = requests / used
     return [
@@ -111,26 +119,33 @@ def overhead(work: Path, requests: int, store_flags: list[str]) -> list[Row]:
     """A chat batch against an instant upstream at concurrency 64, against the bare loop."""
     source = write_chat_batch(work / "overhead.jsonl", requests)
     with (
-        fake_model_server(work) as upstream,
+        fake_model_server_process(work) as (fake, upstream),
         batchd(work, upstream, "--max-concurrency", "64", *store_flags) as server,
     ):
         pairs = [
-            _overhead_pair(work, source, requests, upstream, server) for _ in range(OVERHEAD_PAIRS)
+            _overhead_pair(work, source, requests, (fake.pid, upstream), server)
+            for _ in range(OVERHEAD_PAIRS)
         ]
         rss = server.peak_rss_mb()
     return _overhead_rows(requests, pairs, rss)
 
 
-def _overhead_pair(work: Path, source: Path, requests: int, upstream: str, server: Batchd) -> Pair:
+def _overhead_pair(
+    work: Path, source: Path, requests: int, fake: tuple[int, str], server: Batchd
+) -> Pair:
+    fake_pid, upstream = fake
     server.wait_idle()
     bare_wall, bare_cpu, bare_loop_cpu = _bare_loop(work, source, upstream, 64)
+    same_wall, same_cpu, _ = _bare_loop(work, source, upstream, 64, client="batchd")
     file_id = server.upload(source)
     cpu, loop_cpu = server.cpu_seconds(), server.loop_cpu_seconds()
+    fake_cpu = cpu_seconds(fake_pid)
     started = time.perf_counter()
     seen: dict[str, float] = {}
     done = server.wait(server.create(file_id), poll=0.1, seen=seen)
     wall = time.perf_counter() - started
     assert done["status"] == "completed", done
+    fake_share = (cpu_seconds(fake_pid) - fake_cpu) / wall
     assert done["request_counts"]["completed"] == requests, done["request_counts"]
     reached = {status: at - started for status, at in seen.items()}
     return Pair(
@@ -140,6 +155,9 @@ def _overhead_pair(work: Path, source: Path, requests: int, upstream: str, serve
         bare_cpu,
         server.loop_cpu_seconds() - loop_cpu,
         bare_loop_cpu,
+        same_wall,
+        same_cpu,
+        fake_share,
         reached,
     )
 
@@ -159,11 +177,32 @@ def _overhead_rows(requests: int, pairs: list[Pair], rss: float) -> list[Row]:
             ratio <= 1.25,
         ),
         Row("overhead", "requests/s", _fmt(requests / took), _fmt(requests / bare), "", ""),
+        Row(
+            "overhead",
+            "wall s, against the bare loop on batchd's own HTTP client",
+            _fmt(took),
+            _fmt(statistics.median(p.same_client_wall for p in pairs)),
+            f"{statistics.median(p.wall / p.same_client_wall for p in pairs):.2f}",
+            "",
+        ),
+        Row(
+            "overhead",
+            "fake server's CPU over batchd's wall time (near 1: the fake is the limit)",
+            _fmt(statistics.median(p.fake_share for p in pairs)),
+            "",
+            "",
+            "",
+        ),
         _cpu_row("CPU µs/request", requests, [(p.cpu, p.bare_cpu) for p in pairs]),
         _cpu_row(
             "… of the event loop's thread",
             requests,
             [(p.loop_cpu, p.bare_loop_cpu) for p in pairs],
+        ),
+        _cpu_row(
+            "CPU µs/request, against the bare loop on batchd's client",
+            requests,
+            [(p.cpu, p.same_client_cpu) for p in pairs],
         ),
         Row("overhead", "s to " + " / ".join(PHASES), _phases(pairs), "", "", ""),
         Row("overhead", "peak RSS MB", _fmt(rss), "", "", ""),

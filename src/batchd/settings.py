@@ -10,6 +10,7 @@ import importlib.util
 import re
 from pathlib import Path
 from typing import Any, Literal
+from urllib.parse import urlsplit
 
 from pydantic import BaseModel, Field, ValidationError, field_validator, model_validator
 from pydantic_settings import (
@@ -61,10 +62,19 @@ class UpstreamSettings(BaseModel):
         return self.name or self.url
 
     @model_validator(mode="after")
+    def _check_url(self) -> UpstreamSettings:
+        """Fail at start-up, with a clear message, rather than at the first request (or, for a
+        local model, when it loads)."""
+        if self.is_local:
+            return self._check_local_model()
+        url = urlsplit(self.url)
+        if url.scheme not in ("http", "https") or not url.hostname:
+            raise ValueError(
+                f"{self.url!r} is not an upstream: give an http:// or https:// URL, or local."
+            )
+        return self
+
     def _check_local_model(self) -> UpstreamSettings:
-        """Fail at start-up, with a clear message, rather than when the model loads."""
-        if not self.is_local:
-            return self
         if importlib.util.find_spec("sentence_transformers") is None:
             raise ValueError(
                 "The local upstream needs sentence-transformers: pip install 'batchd[local]'"

@@ -237,3 +237,14 @@ def test_a_local_upstream_without_batchd_local_installed_is_refused_at_start(
 
     with pytest.raises(ConfigurationError, match=r"pip install 'batchd\[local\]'"):
         load_settings(upstreams=["local"])
+
+
+@pytest.mark.parametrize("url", ["localhost:8000/v1", "ftp://models.internal/v1", "http://"])
+def test_an_upstream_that_is_not_an_http_url_is_refused_at_start(url: str) -> None:
+    with pytest.raises(ConfigurationError, match="give an http:// or https:// URL, or local"):
+        load_settings(upstreams=[url])
+
+
+@pytest.mark.parametrize("url", ["http://127.0.0.1:8000/v1", "https://api.openai.com/v1"])
+def test_http_and_https_upstreams_are_accepted(url: str) -> None:
+    assert load_settings(upstreams=[url]).upstreams[0].url == url
