@@ -46,6 +46,8 @@ class ScriptedServer:
         self.replies = list(replies)
         self.requests: list[bytes] = []
         self.connections = 0
+        self.dropped = 0
+        """Connections the client closed while a reply was held back."""
         self.port = 0
 
     async def handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
@@ -57,7 +59,9 @@ class ScriptedServer:
                 self.requests.append(head + await reader.readexactly(length))
                 reply = self.replies.pop(0)
                 if reply.never:
-                    await asyncio.sleep(3600)
+                    await reader.read()  # until the client gives up on this connection
+                    self.dropped += 1
+                    break
                 writer.write(reply.data)
                 await writer.drain()
                 if reply.then_close:
@@ -101,11 +105,13 @@ def pool_for(
 
 async def test_an_answer_comes_back_with_its_status_headers_and_body() -> None:
     reply = b"HTTP/1.1 429 Too Many Requests\r\nRetry-After: 3\r\nX-Request-Id: r1\r\n"
+    reply += b"Vary: a\r\nvary: b\r\n"
     async with scripted([ok(reply + b"content-length: 5\r\n\r\nslow!")]) as server:
         answer = await pool_for(server).post("/chat/completions", b'{"a":1}', {"x-id": "c1"})
     assert (answer.status, answer.body) == (429, b"slow!")
     assert answer.headers["retry-after"] == "3"
     assert answer.headers["x-request-id"] == "r1"
+    assert answer.headers["vary"] == "a, b"
 
 
 async def test_the_request_carries_the_base_path_host_length_and_every_header() -> None:
@@ -197,12 +203,21 @@ async def test_an_answer_that_says_close_leaves_its_connection_unused() -> None:
     assert server.connections == 2
 
 
-async def test_an_idle_connection_the_server_closed_is_not_used_again() -> None:
+async def test_a_connection_the_server_closed_while_idle_is_not_used_again() -> None:
+    async with scripted([Reply(OK.data, then_close=True), OK]) as server:
+        pool = pool_for(server)
+        await pool.post("/x", b"{}", {})
+        await asyncio.sleep(0.1)  # as a server's keep-alive timeout would, between requests
+        assert (await pool.post("/x", b"{}", {})).status == 200
+    assert server.connections == 2
+
+
+async def test_a_server_that_closes_instead_of_answering_is_connection_lost() -> None:
     async with scripted([OK, CLOSE, OK]) as server:
         pool = pool_for(server)
         await pool.post("/x", b"{}", {})
         with pytest.raises(ConnectionLost):
-            await pool.post("/x", b"{}", {})  # the server closes instead of answering
+            await pool.post("/x", b"{}", {})
         assert (await pool.post("/x", b"{}", {})).status == 200
     assert server.connections == 2
 
@@ -229,6 +244,7 @@ async def test_no_answer_in_time_is_a_timeout_and_the_late_answer_is_never_read(
         with pytest.raises(TimeoutError):
             await pool.post("/x", b"{}", {})
         assert (await pool.post("/x", b"{}", {})).status == 200
+        assert server.dropped == 1  # closed, not left open for an answer nobody reads
     assert server.connections == 2
 
 
@@ -241,6 +257,7 @@ async def test_a_cancelled_request_takes_its_connection_with_it() -> None:
         with pytest.raises(asyncio.CancelledError):
             await task
         assert (await pool.post("/x", b"{}", {})).status == 200
+        assert server.dropped == 1
     assert server.connections == 2
 
 
