@@ -179,7 +179,7 @@ def _overhead_rows(requests: int, pairs: list[Pair], rss: float) -> list[Row]:
         Row("overhead", "requests/s", _fmt(requests / took), _fmt(requests / bare), "", ""),
         Row(
             "overhead",
-            "wall s, against the bare loop on batchd's own HTTP client",
+            "wall s vs the bare loop on batchd's client",
             _fmt(took),
             _fmt(statistics.median(p.same_client_wall for p in pairs)),
             f"{statistics.median(p.wall / p.same_client_wall for p in pairs):.2f}",
@@ -187,7 +187,7 @@ def _overhead_rows(requests: int, pairs: list[Pair], rss: float) -> list[Row]:
         ),
         Row(
             "overhead",
-            "fake server's CPU over batchd's wall time (near 1: the fake is the limit)",
+            "fake's CPU s per batchd wall s (1: fake-bound)",
             _fmt(statistics.median(p.fake_share for p in pairs)),
             "",
             "",
@@ -200,7 +200,7 @@ def _overhead_rows(requests: int, pairs: list[Pair], rss: float) -> list[Row]:
             [(p.loop_cpu, p.bare_loop_cpu) for p in pairs],
         ),
         _cpu_row(
-            "CPU µs/request, against the bare loop on batchd's client",
+            "CPU µs/request vs the same",
             requests,
             [(p.cpu, p.same_client_cpu) for p in pairs],
         ),
