@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import base64
 import gzip
 import shutil
 import ssl
@@ -124,6 +125,26 @@ async def test_the_request_carries_the_base_path_host_length_and_every_header() 
     assert _header(head, b"authorization") == b"Bearer sk-test"
     assert _header(head, b"x-batchd-custom-id") == b"c1"
     assert body == b'{"a":1}'
+
+
+async def test_credentials_in_the_url_are_sent_as_basic_authorization() -> None:
+    async with scripted([OK, OK]) as server:
+        url = f"http://user:s%40cret@127.0.0.1:{server.port}/v1"
+        for headers in ({}, {"Authorization": "Bearer sk-key"}):
+            pool = ConnectionPool(
+                url, headers=headers, connect_timeout=5, request_timeout=5, max_idle=1
+            )
+            await pool.post("/x", b"{}", {})
+    with_url_only, with_key = (_header(request, b"authorization") for request in server.requests)
+    assert with_url_only == b"Basic " + base64.b64encode(b"user:s@cret")
+    assert with_key == b"Bearer sk-key"  # the upstream's API key wins
+    assert _header(server.requests[0], b"host") == f"127.0.0.1:{server.port}".encode()
+
+
+async def test_an_interim_answer_then_a_lost_connection_is_connection_lost() -> None:
+    async with scripted([Reply(b"HTTP/1.1 100 Continue\r\n\r\n", then_close=True)]) as server:
+        with pytest.raises(ConnectionLost):
+            await pool_for(server).post("/x", b"{}", {})
 
 
 async def test_one_connection_carries_requests_one_after_another() -> None:

@@ -5,21 +5,22 @@ and reads the whole answer, so a protocol that hands bytes to llhttp (``httptool
 costs about a third of aiohttp's CPU per request (23 against 69 µs, docs/performance.md), and
 the HTTP client was most of what batchd's event loop spent per request.
 
-What it does: http and https (the system's trust store, so ``SSL_CERT_FILE`` works), keep-alive
-with idle connections reused newest first, chunked and close-delimited bodies, gzip and deflate
-answers. What it does not: proxies, redirects, HTTP/2 (aiohttp's session, used before, did none
-of these either).
+What it does: http and https (the system's trust store, so ``SSL_CERT_FILE`` works), Basic
+credentials in the URL, keep-alive with idle connections reused newest first, chunked and
+close-delimited bodies, gzip and deflate answers. What it does not: proxies, redirects, HTTP/2
+(aiohttp's session, used before, did none of these either).
 """
 
 from __future__ import annotations
 
 import asyncio
+import base64
 import ssl
 import zlib
 from collections import deque
 from collections.abc import Mapping
 from typing import Any, cast
-from urllib.parse import urlsplit
+from urllib.parse import SplitResult, unquote, urlsplit
 
 import httptools
 
@@ -65,12 +66,12 @@ class ConnectionPool:
         self._port = url.port or (443 if url.scheme == "https" else 80)
         self._ssl = ssl.create_default_context() if url.scheme == "https" else None
         self._path_prefix = url.path.rstrip("/").encode()
-        host_header = url.netloc.rpartition("@")[2]
         fixed = {
-            "host": host_header,
+            "host": url.netloc.rpartition("@")[2],
             "user-agent": f"batchd/{__version__}",
             "accept-encoding": "gzip, deflate",
-            **{name.lower(): value for name, value in headers.items()},
+            **_basic_auth(url),
+            **{name.lower(): value for name, value in headers.items()},  # an API key wins
         }
         self._fixed_headers = _header_block(fixed)
         self._connect_timeout = connect_timeout
@@ -129,6 +130,14 @@ class ConnectionPool:
         async with asyncio.timeout(self._connect_timeout):
             _, connection = await connecting
         return connection
+
+
+def _basic_auth(url: SplitResult) -> dict[str, str]:
+    """Credentials in the URL (``https://user:secret@host/v1``) as Basic authorization."""
+    if url.username is None:
+        return {}
+    pair = f"{unquote(url.username)}:{unquote(url.password or '')}"
+    return {"authorization": "Basic " + base64.b64encode(pair.encode()).decode()}
 
 
 def _header_block(headers: Mapping[str, str]) -> bytes:
@@ -207,6 +216,7 @@ class _Connection(asyncio.Protocol):
 
     def on_message_complete(self) -> None:
         if 100 <= self._parser.get_status_code() < 200:
+            self._headers_done = False
             return  # an interim answer (100 Continue, 103 Early Hints): the real one follows
         if not self._parser.should_keep_alive():
             self.reusable = False
