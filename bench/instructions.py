@@ -26,6 +26,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
+from bench.baseline import Client
 from bench.harness import TERMINAL, Batchd, batchd, fake_model_server, write_chat_batch
 
 SMALL = 1_000
@@ -40,9 +41,9 @@ import asyncio, sys
 import uvloop
 from pathlib import Path
 from bench.baseline import run_baseline
-source, base_url = Path(sys.argv[1]), sys.argv[2]
+source, base_url, client = Path(sys.argv[1]), sys.argv[2], sys.argv[3]
 with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
-    runner.run(run_baseline(source, source.with_suffix(".out"), base_url, 64))
+    runner.run(run_baseline(source, source.with_suffix(".out"), base_url, 64, client))
 """
 
 
@@ -56,6 +57,8 @@ class Counts:
     """Instructions per request of ``batchd serve``, its background work taken out."""
     bare: float
     """Instructions per request of the bare loop."""
+    bare_same_client: float
+    """… of the bare loop through batchd's own HTTP client."""
     background: float
     """Instructions per second ``batchd serve`` spends with no batch to run (its loops that look
     for work, renew leases, answer polls): under valgrind a batch takes ~50 times longer, so
@@ -66,7 +69,8 @@ def per_request(work: Path, requests: int, store_flags: list[str]) -> Counts:
     small = write_chat_batch(work / "small.jsonl", SMALL)
     large = write_chat_batch(work / "large.jsonl", requests)
     with fake_model_server(work) as upstream:
-        bare = [_bare_loop(work, source, upstream) for source in (small, large)]
+        bare = [_bare_loop(work, source, upstream, "aiohttp") for source in (small, large)]
+        same = [_bare_loop(work, source, upstream, "batchd") for source in (small, large)]
         out = work / "batchd.callgrind"
         under = [*CALLGRIND, f"--callgrind-out-file={out}"]
         with batchd(work, upstream, *store_flags, under=under) as server:
@@ -80,6 +84,7 @@ def per_request(work: Path, requests: int, store_flags: list[str]) -> Counts:
         )
         / lines,
         bare=(bare[1] - bare[0]) / lines,
+        bare_same_client=(same[1] - same[0]) / lines,
         background=background,
     )
 
@@ -131,9 +136,9 @@ def _counted(server: Batchd, out: Path, work: Callable[[], None]) -> tuple[int, 
     raise RuntimeError("callgrind wrote no whole dump")
 
 
-def _bare_loop(work: Path, source: Path, upstream: str) -> int:
-    out = work / f"{source.stem}.bare.callgrind"
-    command = [sys.executable, "-c", BARE_LOOP, str(source), upstream]
+def _bare_loop(work: Path, source: Path, upstream: str, client: Client) -> int:
+    out = work / f"{source.stem}.bare-{client}.callgrind"
+    command = [sys.executable, "-c", BARE_LOOP, str(source), upstream, client]
     subprocess.run(
         [*CALLGRIND, f"--callgrind-out-file={out}", *command],
         check=True,

@@ -495,6 +495,14 @@ def instructions(work: Path, requests: int, store_flags: list[str]) -> list[Row]
         ),
         Row(
             "instructions",
+            "… against the bare loop on batchd's client",
+            f"{counts.batchd:,.0f}",
+            f"{counts.bare_same_client:,.0f}",
+            f"{counts.batchd / counts.bare_same_client:.2f}",
+            "",
+        ),
+        Row(
+            "instructions",
             "batchd's background with nothing to run, per s (taken out above)",
             f"{counts.background:,.0f}",
             "",

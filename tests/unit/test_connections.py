@@ -233,6 +233,51 @@ async def test_a_connection_the_server_closed_while_idle_is_not_used_again() -> 
     assert server.connections == 2
 
 
+async def test_a_connection_idle_longer_than_the_keepalive_is_not_used_again() -> None:
+    async with scripted([OK, OK, OK]) as server:
+        pool = ConnectionPool(
+            f"http://127.0.0.1:{server.port}",
+            headers={},
+            connect_timeout=5,
+            request_timeout=5,
+            max_idle=4,
+            keepalive=0.2,
+        )
+        await pool.post("/x", b"{}", {})
+        await pool.post("/x", b"{}", {})
+        assert server.connections == 1
+        await asyncio.sleep(0.3)  # a firewall may have dropped it without a word by now
+        await pool.post("/x", b"{}", {})
+    assert server.connections == 2
+
+
+async def test_a_connection_answered_before_its_request_had_all_left_is_not_used_again() -> None:
+    opened, closed = 0, asyncio.Semaphore(0)
+
+    async def answer_at_once(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        nonlocal opened
+        opened += 1
+        await reader.readuntil(b"\r\n\r\n")
+        writer.write(OK.data)  # before reading the body: as a server refusing it might
+        await reader.read()
+        writer.close()
+        closed.release()
+
+    listening = await asyncio.start_server(answer_at_once, "127.0.0.1", 0)
+    async with listening:
+        port = listening.sockets[0].getsockname()[1]
+        pool = ConnectionPool(
+            f"http://127.0.0.1:{port}", headers={}, connect_timeout=5, request_timeout=2, max_idle=2
+        )
+        big = b"x" * (64 << 20)  # more than the sockets' buffers hold, so some of it is unsent
+        assert (await pool.post("/x", big, {})).status == 200
+        assert (await pool.post("/x", b"{}", {})).status == 200  # on a new connection
+        await pool.close()
+        for _ in range(opened):
+            await asyncio.wait_for(closed.acquire(), 5)
+    assert opened == 2
+
+
 async def test_a_server_that_closes_instead_of_answering_is_connection_lost() -> None:
     async with scripted([OK, CLOSE, OK]) as server:
         pool = pool_for(server)

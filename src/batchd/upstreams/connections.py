@@ -16,6 +16,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import ssl
+import time
 import zlib
 from collections import deque
 from collections.abc import Mapping
@@ -46,9 +47,16 @@ class Answer:
         self.body = body
 
 
+KEEPALIVE = 15.0
+"""Seconds an idle connection is kept for reuse (aiohttp's default too). Longer, and one that a
+firewall or load balancer dropped without a word would be found out only when a request on it
+timed out."""
+
+
 class ConnectionPool:
     """Connections to the server at ``base_url``, opened as needed and kept while idle (at most
-    ``max_idle``). ``post`` sends to a path under the base URL's path."""
+    ``max_idle``, for at most ``keepalive`` seconds). ``post`` sends to a path under the base
+    URL's path."""
 
     def __init__(
         self,
@@ -58,6 +66,7 @@ class ConnectionPool:
         connect_timeout: float,
         request_timeout: float,
         max_idle: int,
+        keepalive: float = KEEPALIVE,
     ) -> None:
         url = urlsplit(base_url)
         if url.scheme not in ("http", "https") or not url.hostname:
@@ -77,7 +86,9 @@ class ConnectionPool:
         self._connect_timeout = connect_timeout
         self._request_timeout = request_timeout
         self._max_idle = max_idle
+        self._keepalive = keepalive
         self._idle: deque[_Connection] = deque()
+        """Newest on the right."""
 
     async def post(self, path: str, body: bytes, headers: Mapping[str, str]) -> Answer:
         """POST ``body`` to the base URL's path + ``path``. Raises TimeoutError, ConnectionLost,
@@ -99,7 +110,8 @@ class ConnectionPool:
             raise
         finally:
             timer.cancel()
-        if connection.reusable and len(self._idle) < self._max_idle:
+        if connection.reusable and connection.sent_whole and len(self._idle) < self._max_idle:
+            connection.idle_since = time.monotonic()
             self._idle.append(connection)
         else:
             connection.close()
@@ -110,10 +122,12 @@ class ConnectionPool:
             self._idle.pop().close()
 
     def _idle_connection(self) -> _Connection | None:
-        """The most recently used idle connection the server has not closed."""
+        """The most recently used idle connection, unless the server has closed it or it has
+        been idle too long (then so have all older ones: they are closed on the way)."""
+        fresh_since = time.monotonic() - self._keepalive
         while self._idle:
             connection = self._idle.pop()
-            if connection.reusable:
+            if connection.reusable and connection.idle_since > fresh_since:
                 return connection
             connection.close()
         return None
@@ -162,6 +176,7 @@ class _Connection(asyncio.Protocol):
         self._body: list[bytes] = []
         self._headers_done = False
         self.reusable = True
+        self.idle_since = 0.0
 
     def send(self, request: bytes) -> asyncio.Future[Answer]:
         """Write ``request``; the future is its answer."""
@@ -170,6 +185,11 @@ class _Connection(asyncio.Protocol):
         answer = self._answer = asyncio.get_running_loop().create_future()
         self._transport.write(request)
         return answer
+
+    @property
+    def sent_whole(self) -> bool:
+        """The whole request has left (a server may answer before it has read all of it)."""
+        return self._transport is not None and not self._transport.get_write_buffer_size()
 
     def close(self) -> None:
         self.reusable = False
