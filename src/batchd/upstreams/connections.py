@@ -161,10 +161,6 @@ def _header_block(headers: Mapping[str, str]) -> bytes:
     return text.encode()
 
 
-_UNTIL_CLOSE = object()
-"""The body length of an answer that ends when the server closes the connection."""
-
-
 class _Connection(asyncio.Protocol):
     """One connection, carrying one request at a time."""
 
@@ -210,7 +206,7 @@ class _Connection(asyncio.Protocol):
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.reusable = False
-        if self._headers_done and self._body_length() is _UNTIL_CLOSE:
+        if self._headers_done and self._ends_at_close():
             self._complete()
         else:
             self._fail(ConnectionLost())
@@ -260,10 +256,10 @@ class _Connection(asyncio.Protocol):
                 return
         answer.set_result(Answer(self._parser.get_status_code(), self._headers, body))
 
-    def _body_length(self) -> object:
-        if "content-length" in self._headers or "transfer-encoding" in self._headers:
-            return None
-        return _UNTIL_CLOSE
+    def _ends_at_close(self) -> bool:
+        """The answer has neither a length nor chunks: its body is whatever comes until the
+        server closes the connection."""
+        return "content-length" not in self._headers and "transfer-encoding" not in self._headers
 
     def _fail(self, error: Exception) -> None:
         answer, self._answer = self._answer, None
