@@ -13,8 +13,10 @@ from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import pytest
+import uvicorn
 
 from batchd.errors import UpstreamDisconnected, UpstreamTimeout, UpstreamUnreachable
 from batchd.upstreams.connections import ConnectionLost, ConnectionPool, ProtocolError
@@ -410,3 +412,72 @@ async def test_the_upstream_passes_on_the_request_id() -> None:
         response = await upstream_for(server.port).send("/v1/embeddings", b"{}", {})
     assert (response.status, response.request_id, response.body) == (200, "req_9", b"{}")
     assert server.requests[0].startswith(b"POST /v1/embeddings HTTP/1.1\r\n")
+
+
+# -- against uvicorn, the server in front of vLLM and SGLang -----------------------------------
+
+
+async def _openai_shaped(scope: dict[str, Any], receive: Any, send: Any) -> None:
+    """A tiny ASGI app: ``/v1/json`` answers with a length, ``/v1/stream`` in chunks."""
+    if scope["type"] != "http":
+        return
+    body = b""
+    while True:
+        message = await receive()
+        body += message.get("body", b"")
+        if not message.get("more_body"):
+            break
+    answer = b'{"object": "chat.completion", "echo": ' + body + b"}"
+    if scope["path"] == "/v1/stream":
+        await send({"type": "http.response.start", "status": 200, "headers": []})
+        for part in (answer[:10], answer[10:]):
+            await send({"type": "http.response.body", "body": part, "more_body": True})
+        await send({"type": "http.response.body", "body": b""})
+        return
+    headers = [(b"content-type", b"application/json"), (b"x-request-id", b"req_u")]
+    await send({"type": "http.response.start", "status": 200, "headers": headers})
+    await send({"type": "http.response.body", "body": answer})
+
+
+@asynccontextmanager
+async def uvicorn_serving(http: str, keep_alive: float) -> AsyncIterator[int]:
+    config = uvicorn.Config(
+        _openai_shaped,
+        host="127.0.0.1",
+        port=0,
+        http=http,
+        timeout_keep_alive=keep_alive,
+        log_level="warning",
+        lifespan="off",
+    )
+    server = uvicorn.Server(config)
+    serving = asyncio.create_task(server.serve())
+    while not server.started:  # noqa: ASYNC110 - uvicorn has no event for it
+        await asyncio.sleep(0.01)
+    try:
+        yield server.servers[0].sockets[0].getsockname()[1]
+    finally:
+        server.should_exit = True
+        await serving
+
+
+@pytest.mark.parametrize("http", ["h11", "httptools"])
+async def test_uvicorn_answers_with_a_length_and_in_chunks(http: str) -> None:
+    async with uvicorn_serving(http, keep_alive=5) as port:
+        upstream = upstream_for(port)
+        whole = await upstream.send("/v1/json", b'{"n": 1}', {"x-batchd-custom-id": "c"})
+        chunked = await upstream.send("/v1/stream", b'{"n": 2}', {})
+        await upstream.close()
+    assert (whole.status, whole.request_id) == (200, "req_u")
+    assert whole.body == b'{"object": "chat.completion", "echo": {"n": 1}}'
+    assert chunked.body == b'{"object": "chat.completion", "echo": {"n": 2}}'
+
+
+@pytest.mark.parametrize("http", ["h11", "httptools"])
+async def test_uvicorn_closing_idle_connections_costs_no_request(http: str) -> None:
+    async with uvicorn_serving(http, keep_alive=0.2) as port:
+        upstream = upstream_for(port)
+        for _ in range(3):
+            assert (await upstream.send("/v1/json", b"{}", {})).status == 200
+            await asyncio.sleep(0.4)  # past uvicorn's keep-alive: it closes the connection
+        await upstream.close()
