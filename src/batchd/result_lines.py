@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from typing import Any
 
+import msgspec
 import orjson
 
 from batchd import ids
@@ -27,14 +28,18 @@ def answered_line(
     custom_id: str, status: int, request_id: str | None, body: bytes
 ) -> tuple[RequestState, bytes, Usage | None]:
     """The line for an HTTP answer: its state (2xx succeeds), the line, and the usage it reports."""
-    parsed = _parse_object(body)
-    if parsed is None:
-        parsed = {
-            "error": {"message": body.decode("utf-8", "replace")[:2000], "type": "upstream_error"}
-        }
-        body = orjson.dumps(parsed)
-    elif b"\n" in body or b"\r" in body:
-        body = orjson.dumps(parsed)
+    try:
+        if not body.isascii():
+            body.decode()  # msgspec does not check the UTF-8 of the strings it skips
+        usage = _answer.decode(body).usage
+    except (msgspec.DecodeError, UnicodeDecodeError):  # not JSON, or not an object
+        usage = None
+        body = orjson.dumps(
+            {"error": {"message": body.decode("utf-8", "replace")[:2000], "type": "upstream_error"}}
+        )
+    else:
+        if b"\n" in body or b"\r" in body:
+            body = msgspec.json.encode(msgspec.json.decode(body))
     succeeded = 200 <= status < 300
     response = {
         "status_code": status,
@@ -45,7 +50,18 @@ def answered_line(
         {"id": ids.batch_request_id(), "custom_id": custom_id, "response": response, "error": None}
     )
     state = RequestState.SUCCEEDED if succeeded else RequestState.FAILED
-    return state, line, usage_of(parsed) if succeeded else None
+    return state, line, usage_of(usage) if succeeded else None
+
+
+class _Answer(msgspec.Struct):
+    """All of an answer that batchd reads: its usage. The rest of the body is checked to be JSON
+    and skipped, not built: an embedding answer's floats cost 40 µs to parse (1,536 of them)
+    and 15 µs to skip."""
+
+    usage: Any = None
+
+
+_answer = msgspec.json.Decoder(_Answer)
 
 
 def unanswered_line(custom_id: str, code: str, message: str) -> bytes:
@@ -65,10 +81,9 @@ def skipped_line(custom_id: str, state: RequestState) -> bytes:
     return unanswered_line(custom_id, code, message)
 
 
-def usage_of(body: dict[str, Any]) -> Usage | None:
-    """Token counts from a chat/completions/embeddings (``prompt_tokens``…) or responses
-    (``input_tokens``…) answer."""
-    usage = body.get("usage")
+def usage_of(usage: object) -> Usage | None:
+    """Token counts from the ``usage`` of a chat/completions/embeddings (``prompt_tokens``…) or
+    responses (``input_tokens``…) answer."""
     if not isinstance(usage, dict):
         return None
     input_tokens = _int(_either(usage, "prompt_tokens", "input_tokens"))
@@ -104,11 +119,3 @@ def _detail(usage: dict[str, Any], name: str, other: str, count: str) -> int:
 
 def _int(value: object) -> int:
     return value if isinstance(value, int) else 0
-
-
-def _parse_object(body: bytes) -> dict[str, Any] | None:
-    try:
-        parsed = orjson.loads(body)
-    except orjson.JSONDecodeError:
-        return None
-    return parsed if isinstance(parsed, dict) else None

@@ -153,6 +153,39 @@ def test_answered_200_non_json_body() -> None:
     assert usage is None
 
 
+@pytest.mark.parametrize(
+    "body", [b'{"object": "list", "note": "\xff"}', b'{"usage": {"prompt_tokens": "\xff"}}']
+)
+def test_an_answer_that_is_not_utf8_is_wrapped_not_spliced(body: bytes) -> None:
+    """Wherever the broken byte is, the output line stays valid UTF-8 (it would break every
+    reader of the output file)."""
+    state, line, usage = answered_line("r", 200, None, body)
+    line.decode("utf-8")
+    parsed = assert_line_shape(line)
+    assert parsed["response"]["body"]["error"]["type"] == "upstream_error"
+    assert (state, usage) == (RequestState.SUCCEEDED, None)
+
+
+def test_an_answer_in_utf8_beyond_ascii_is_spliced_as_it_came() -> None:
+    body = '{"choices": [{"text": "naïve café ☕"}], "usage": {"prompt_tokens": 3}}'.encode()
+    _, line, usage = answered_line("r", 200, None, body)
+    assert body in line
+    assert usage is not None and usage.input_tokens == 3
+
+
+def test_an_embedding_answer_gives_its_usage() -> None:
+    body = orjson.dumps(
+        {
+            "object": "list",
+            "data": [{"object": "embedding", "index": 0, "embedding": [0.25] * 1536}],
+            "usage": {"prompt_tokens": 8, "total_tokens": 8},
+        }
+    )
+    _, line, usage = answered_line("r", 200, None, body)
+    assert body in line
+    assert usage == Usage(input_tokens=8, total_tokens=8)
+
+
 @pytest.mark.parametrize("separator", [b"\n", b"\r\n", b"\r"])
 def test_answered_multiline_body_is_reserialised(separator: bytes) -> None:
     """A pretty-printed body is written again on one line, with the same content."""
@@ -223,7 +256,7 @@ def test_batch_expired_message_matches_openai() -> None:
 )
 def test_usage_of(body: dict[str, Any], expected: Usage | None) -> None:
     """Usage is read leniently: missing or non-integer counts are zero, totals derived."""
-    assert usage_of(body) == expected
+    assert usage_of(body.get("usage")) == expected
 
 
 @pytest.mark.parametrize(
