@@ -200,7 +200,7 @@ def _overhead_rows(requests: int, pairs: list[Pair], rss: float) -> list[Row]:
             [(p.loop_cpu, p.bare_loop_cpu) for p in pairs],
         ),
         _cpu_row(
-            "CPU µs/request vs the same",
+            "CPU µs/request vs the bare loop on batchd's client",
             requests,
             [(p.cpu, p.same_client_cpu) for p in pairs],
         ),
