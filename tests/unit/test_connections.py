@@ -235,6 +235,17 @@ async def test_a_connection_the_server_closed_while_idle_is_not_used_again() -> 
     assert server.connections == 2
 
 
+async def test_a_connection_closing_before_its_protocol_heard_of_it_is_not_taken() -> None:
+    async with scripted([OK, OK]) as server:
+        pool = pool_for(server)
+        await pool.post("/x", b"{}", {})
+        idle = pool._idle[-1]
+        assert idle._transport is not None
+        idle._transport.close()  # its connection_lost comes on a later turn of the loop
+        assert (await pool.post("/x", b"{}", {})).status == 200
+    assert server.connections == 2
+
+
 async def test_a_connection_idle_longer_than_the_keepalive_is_not_used_again() -> None:
     async with scripted([OK, OK, OK]) as server:
         pool = ConnectionPool(

@@ -127,7 +127,7 @@ class ConnectionPool:
         fresh_since = time.monotonic() - self._keepalive
         while self._idle:
             connection = self._idle.pop()
-            if connection.reusable and connection.idle_since > fresh_since:
+            if connection.usable and connection.idle_since > fresh_since:
                 return connection
             connection.close()
         return None
@@ -183,6 +183,12 @@ class _Connection(asyncio.Protocol):
         return answer
 
     @property
+    def usable(self) -> bool:
+        """Open, and fit to carry a request. The transport may be closing before the protocol
+        hears of it (``connection_lost`` comes on a later turn of the loop)."""
+        return self.reusable and self._transport is not None and not self._transport.is_closing()
+
+    @property
     def sent_whole(self) -> bool:
         """The whole request has left (a server may answer before it has read all of it)."""
         return self._transport is not None and not self._transport.get_write_buffer_size()
@@ -203,6 +209,9 @@ class _Connection(asyncio.Protocol):
         except httptools.HttpParserError as exc:
             self._fail(ProtocolError(f"it is not HTTP/1.1 ({exc})"))
             self.close()
+
+    def eof_received(self) -> None:
+        self.reusable = False  # the server is done with this connection: let the transport close
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.reusable = False
