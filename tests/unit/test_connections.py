@@ -4,9 +4,12 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import contextlib
 import gzip
 import shutil
+import socket
 import ssl
+import struct
 import subprocess
 import zlib
 from collections.abc import AsyncIterator, Callable
@@ -25,11 +28,27 @@ from batchd.upstreams.http import HttpUpstream
 pytestmark = pytest.mark.anyio
 
 
+@pytest.fixture(
+    params=[
+        pytest.param(("asyncio", {"use_uvloop": False}), id="asyncio"),
+        pytest.param(("asyncio", {"use_uvloop": True}), id="uvloop"),  # as batchd runs
+    ]
+)
+def anyio_backend(request: pytest.FixtureRequest) -> tuple[str, dict[str, bool]]:
+    backend: tuple[str, dict[str, bool]] = request.param
+    return backend
+
+
 @dataclass(frozen=True)
 class Reply:
     data: bytes = b""
     then_close: bool = False
+    then_reset: bool = False
+    """Close with a TCP reset (RST) rather than an orderly close (FIN)."""
     never: bool = False
+    delay: float = 0.0
+    stray: bytes = b""
+    """Bytes sent after the reply, before any request asks for them."""
 
 
 OK = Reply(b"HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: 2\r\n\r\n{}")
@@ -51,13 +70,19 @@ class ScriptedServer:
         self.connections = 0
         self.dropped = 0
         """Connections the client closed while a reply was held back."""
+        self.ended = 0
+        """Connections the client closed between requests."""
         self.port = 0
 
     async def handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         self.connections += 1
         try:
             while True:
-                head = await reader.readuntil(b"\r\n\r\n")
+                try:
+                    head = await reader.readuntil(b"\r\n\r\n")
+                except asyncio.IncompleteReadError:
+                    self.ended += 1
+                    break
                 length = int(_header(head, b"content-length") or 0)
                 self.requests.append(head + await reader.readexactly(length))
                 reply = self.replies.pop(0)
@@ -65,8 +90,14 @@ class ScriptedServer:
                     await reader.read()  # until the client gives up on this connection
                     self.dropped += 1
                     break
-                writer.write(reply.data)
+                await asyncio.sleep(reply.delay)
+                writer.write(reply.data + reply.stray)
                 await writer.drain()
+                if reply.then_reset:
+                    sock = writer.get_extra_info("socket")
+                    sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+                    writer.transport.abort()
+                    break
                 if reply.then_close:
                     break
         except (asyncio.IncompleteReadError, ConnectionError):
@@ -204,6 +235,27 @@ async def test_a_compressed_answer_is_decoded(
     assert answer.body == b'{"choices": []}'
 
 
+@pytest.mark.parametrize(
+    ("body", "decoded"),
+    [
+        (gzip.compress(b'{"a": ') + gzip.compress(b"1}"), b'{"a": 1}'),
+        (gzip.compress(b'{"a": 1}')[:-6], None),
+    ],
+    ids=["two members", "cut short"],
+)
+async def test_every_gzip_member_is_decoded_and_a_cut_one_is_an_error(
+    body: bytes, decoded: bytes | None
+) -> None:
+    head = f"HTTP/1.1 200 OK\r\ncontent-encoding: gzip\r\ncontent-length: {len(body)}\r\n\r\n"
+    async with scripted([ok(head.encode() + body)]) as server:
+        pool = pool_for(server)
+        if decoded is None:
+            with pytest.raises(ProtocolError, match="cut short"):
+                await pool.post("/x", b"{}", {})
+        else:
+            assert (await pool.post("/x", b"{}", {})).body == decoded
+
+
 async def test_an_encoding_that_was_not_asked_for_is_a_protocol_error() -> None:
     reply = b"HTTP/1.1 200 OK\r\ncontent-encoding: br\r\ncontent-length: 2\r\n\r\nzz"
     async with scripted([ok(reply)]) as server:
@@ -264,31 +316,71 @@ async def test_a_connection_idle_longer_than_the_keepalive_is_not_used_again() -
     assert server.connections == 2
 
 
-async def test_a_connection_answered_before_its_request_had_all_left_is_not_used_again() -> None:
+TOO_LARGE = b"HTTP/1.1 413 Payload Too Large\r\ncontent-length: 2\r\n\r\n{}"
+
+
+@pytest.mark.parametrize("scheme", ["http", "https"])
+async def test_a_connection_answered_before_its_request_had_all_left_is_not_used_again(
+    scheme: str, request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    server_side = None
+    if scheme == "https":
+        cert, key = request.getfixturevalue("certificate")
+        monkeypatch.setenv("SSL_CERT_FILE", str(cert))
+        server_side = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+        server_side.load_cert_chain(cert, key)
     opened, closed = 0, asyncio.Semaphore(0)
 
     async def answer_at_once(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         nonlocal opened
         opened += 1
         await reader.readuntil(b"\r\n\r\n")
-        writer.write(OK.data)  # before reading the body: as a server refusing it might
-        await reader.read()
+        writer.write(TOO_LARGE)  # before reading the body, as a server refusing it does
+        with contextlib.suppress(ConnectionError, ssl.SSLError):
+            await reader.read()
         writer.close()
         closed.release()
 
-    listening = await asyncio.start_server(answer_at_once, "127.0.0.1", 0)
+    listening = await asyncio.start_server(answer_at_once, "127.0.0.1", 0, ssl=server_side)
     async with listening:
         port = listening.sockets[0].getsockname()[1]
         pool = ConnectionPool(
-            f"http://127.0.0.1:{port}", headers={}, connect_timeout=5, request_timeout=2, max_idle=2
+            f"{scheme}://127.0.0.1:{port}",
+            headers={},
+            connect_timeout=5,
+            request_timeout=2,
+            max_idle=2,
         )
         big = b"x" * (64 << 20)  # more than the sockets' buffers hold, so some of it is unsent
-        assert (await pool.post("/x", big, {})).status == 200
-        assert (await pool.post("/x", b"{}", {})).status == 200  # on a new connection
+        assert (await pool.post("/x", big, {})).status == 413
+        assert (await pool.post("/x", b"{}", {})).status == 413  # on a new connection
         await pool.close()
         for _ in range(opened):
             await asyncio.wait_for(closed.acquire(), 5)
     assert opened == 2
+
+
+async def test_bytes_that_come_while_a_connection_is_idle_put_it_out_of_use() -> None:
+    stray = b"HTTP/1.1 200 OK\r\ncontent-length: 6\r\n\r\n{"  # the start of no one's answer
+    async with scripted(
+        [Reply(OK.data, stray=stray), ok(b"HTTP/1.1 200 OK\r\ncontent-length: 3\r\n\r\n[2]")]
+    ) as server:
+        pool = pool_for(server)
+        await pool.post("/x", b"{}", {})
+        await asyncio.sleep(0.1)
+        assert (await pool.post("/x", b"{}", {})).body == b"[2]"  # not b'{HTTP/'
+    assert server.connections == 2
+
+
+async def test_a_pool_closed_with_requests_in_flight_keeps_none_of_their_connections() -> None:
+    async with scripted([Reply(OK.data, delay=0.2)]) as server:
+        pool = pool_for(server)
+        request = asyncio.create_task(pool.post("/x", b"{}", {}))
+        await asyncio.sleep(0.1)
+        await pool.close()
+        assert (await request).status == 200
+        await asyncio.sleep(0.1)
+        assert server.ended == 1  # closed once its answer was in
 
 
 async def test_a_server_that_closes_instead_of_answering_is_connection_lost() -> None:
@@ -299,6 +391,22 @@ async def test_a_server_that_closes_instead_of_answering_is_connection_lost() ->
             await pool.post("/x", b"{}", {})
         assert (await pool.post("/x", b"{}", {})).status == 200
     assert server.connections == 2
+
+
+async def test_a_reset_in_an_answer_without_a_length_is_connection_lost_not_its_end() -> None:
+    cut = b'HTTP/1.0 200 OK\r\ncontent-type: application/json\r\n\r\n{"choices": [{"te'
+    async with scripted([Reply(cut, then_reset=True)]) as server:
+        with pytest.raises(ConnectionLost):
+            await pool_for(server).post("/x", b"{}", {})
+
+
+async def test_a_switch_of_protocols_is_a_protocol_error() -> None:
+    upgrade = (
+        b"HTTP/1.1 101 Switching Protocols\r\nupgrade: websocket\r\nconnection: upgrade\r\n\r\n"
+    )
+    async with scripted([ok(upgrade)]) as server:
+        with pytest.raises(ProtocolError):
+            await pool_for(server).post("/x", b"{}", {})
 
 
 async def test_a_connection_lost_in_the_middle_of_an_answer_is_connection_lost() -> None:

@@ -47,6 +47,10 @@ class Answer:
         self.body = body
 
 
+EARLY_ANSWER_BYTES = 64 * 1024
+"""A request larger than this may still be on its way when an error answer comes (a request
+smaller fits in the sockets' buffers whole)."""
+
 KEEPALIVE = 15.0
 """Seconds an idle connection is kept for reuse (aiohttp's default too). Longer, and one that a
 firewall or load balancer dropped without a word would be found out only when a request on it
@@ -89,6 +93,7 @@ class ConnectionPool:
         self._keepalive = keepalive
         self._idle: deque[_Connection] = deque()
         """Newest on the right."""
+        self._closed = False
 
     async def post(self, path: str, body: bytes, headers: Mapping[str, str]) -> Answer:
         """POST ``body`` to the base URL's path + ``path``. Raises TimeoutError, ConnectionLost,
@@ -101,16 +106,19 @@ class ConnectionPool:
             _header_block(headers),
         )
         connection = self._idle_connection() or await self._connect()
-        answer = connection.send(head + body)
-        timer = asyncio.get_running_loop().call_later(self._request_timeout, _expire, answer)
+        request = head + body
+        timer = None
         try:
+            answer = connection.send(request)
+            timer = asyncio.get_running_loop().call_later(self._request_timeout, _expire, answer)
             result = await answer
         except BaseException:
             connection.close()  # whatever state it was left in, it cannot carry another request
             raise
         finally:
-            timer.cancel()
-        if connection.reusable and connection.sent_whole and len(self._idle) < self._max_idle:
+            if timer is not None:
+                timer.cancel()
+        if self._keeps(connection, result, len(request)):
             connection.idle_since = time.monotonic()
             self._idle.append(connection)
         else:
@@ -118,8 +126,24 @@ class ConnectionPool:
         return result
 
     async def close(self) -> None:
+        """Close the idle connections, and each busy one once its answer is in."""
+        self._closed = True
         while self._idle:
             self._idle.pop().close()
+
+    def _keeps(self, connection: _Connection, answer: Answer, sent: int) -> bool:
+        """Whether a connection goes back to the pool after its answer. Not if the server may
+        have answered before the whole request had left: over https the transport cannot tell
+        (TLS hands every byte on at once to the TCP transport below it, out of sight), so an
+        error answer to a large request is taken for one."""
+        early = self._ssl is not None and answer.status >= 400 and sent > EARLY_ANSWER_BYTES
+        return (
+            connection.reusable
+            and connection.sent_whole
+            and not early
+            and not self._closed
+            and len(self._idle) < self._max_idle
+        )
 
     def _idle_connection(self) -> _Connection | None:
         """The most recently used idle connection, unless the server has closed it or it has
@@ -176,8 +200,10 @@ class _Connection(asyncio.Protocol):
 
     def send(self, request: bytes) -> asyncio.Future[Answer]:
         """Write ``request``; the future is its answer."""
-        assert self._transport is not None, "connected"
         assert self._answer is None, "one request at a time"
+        if not self.usable:  # closed before the request could go (an answer at connect…)
+            raise ConnectionLost()
+        assert self._transport is not None
         answer = self._answer = asyncio.get_running_loop().create_future()
         self._transport.write(request)
         return answer
@@ -206,7 +232,7 @@ class _Connection(asyncio.Protocol):
     def data_received(self, data: bytes) -> None:
         try:
             self._parser.feed_data(data)
-        except httptools.HttpParserError as exc:
+        except (httptools.HttpParserError, httptools.HttpParserUpgrade) as exc:
             self._fail(ProtocolError(f"it is not HTTP/1.1 ({exc})"))
             self.close()
 
@@ -215,7 +241,7 @@ class _Connection(asyncio.Protocol):
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.reusable = False
-        if self._headers_done and self._ends_at_close():
+        if exc is None and self._headers_done and self._ends_at_close():
             self._complete()
         else:
             self._fail(ConnectionLost())
@@ -223,6 +249,8 @@ class _Connection(asyncio.Protocol):
     # httptools' callbacks
 
     def on_message_begin(self) -> None:
+        if self._answer is None:
+            raise ProtocolError("an answer nobody asked for")  # out of step: data_received closes
         self._headers = {}
         self._body = []
         self._headers_done = False
@@ -281,13 +309,25 @@ def _decoded(body: bytes, encoding: str) -> bytes:
     if encoding == "identity":
         return body
     if encoding in ("gzip", "x-gzip"):
-        return zlib.decompress(body, wbits=zlib.MAX_WBITS | 16)
+        return _gunzipped(body)
     if encoding == "deflate":
         try:
             return zlib.decompress(body)
         except zlib.error:  # some servers send deflate without zlib's header
             return zlib.decompress(body, wbits=-zlib.MAX_WBITS)
     raise ProtocolError(f"content-encoding {encoding!r} was not asked for")
+
+
+def _gunzipped(body: bytes) -> bytes:
+    """Every member of a gzip body (a server may write several one after another)."""
+    parts = []
+    while body:
+        member = zlib.decompressobj(wbits=zlib.MAX_WBITS | 16)
+        parts.append(member.decompress(body))
+        if not member.eof:
+            raise zlib.error("the gzip body is cut short")
+        body = member.unused_data
+    return b"".join(parts)
 
 
 def _expire(answer: asyncio.Future[Any]) -> None:
