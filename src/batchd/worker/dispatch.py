@@ -309,12 +309,7 @@ class Dispatcher:
         claim = job.claim
         if job.body is None:
             self.breaker.abandoned()  # nothing was sent: if this was the probe, allow another
-            line = unanswered_line(
-                claim.custom_id, "invalid_request", "The input line could not be read back."
-            )
-            return RequestResult(
-                claim.batch_id, claim.line, RequestState.FAILED, line, span=claim.span
-            )
+            return _failed(claim, "invalid_request", "The input line could not be read back.")
         headers = {
             "x-batchd-batch-id": claim.batch_id,
             "x-batchd-custom-id": _header_safe(claim.custom_id),
@@ -339,8 +334,7 @@ class Dispatcher:
         if refund or self._retry.may_retry(claim.attempts):
             self._metrics.retried(reason)
             return self._again(claim, self._retry.backoff(claim.attempts), refund)
-        line = unanswered_line(claim.custom_id, exc.code, exc.message)
-        return RequestResult(claim.batch_id, claim.line, RequestState.FAILED, line, span=claim.span)
+        return _failed(claim, exc.code, exc.message)
 
     def _not_sent(self, claim: ClaimedRequest) -> RequestResult:
         """A line whose sending raised an error batchd does not expect (a bug): tried again like
@@ -348,8 +342,7 @@ class Dispatcher:
         self.breaker.abandoned()  # if it was the probe: it was not sent, let another go
         if self._retry.may_retry(claim.attempts):
             return self._again(claim, self._retry.backoff(claim.attempts), refund=False)
-        line = unanswered_line(claim.custom_id, "server_error", NOT_SENT)
-        return RequestResult(claim.batch_id, claim.line, RequestState.FAILED, line, span=claim.span)
+        return _failed(claim, "server_error", NOT_SENT)
 
     def _answered(
         self, claim: ClaimedRequest, response: UpstreamResponse, observed: ModelMetrics
@@ -403,6 +396,12 @@ _LENGTH = attrgetter("length")
 
 _UNQUOTED = re.compile(r"[A-Za-z0-9_.~-]*").fullmatch
 """Characters ``quote`` leaves as they are: most custom_ids are made of them alone."""
+
+
+def _failed(claim: ClaimedRequest, code: str, message: str) -> RequestResult:
+    """The line failed with no answer to show: its error line."""
+    line = unanswered_line(claim.custom_id, code, message)
+    return RequestResult(claim.batch_id, claim.line, RequestState.FAILED, line, span=claim.span)
 
 
 def _taking_turns(claimed: list[list[Job]]) -> Iterator[Job]:
