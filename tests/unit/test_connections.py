@@ -22,7 +22,7 @@ import pytest
 import uvicorn
 
 from batchd.errors import UpstreamDisconnected, UpstreamTimeout, UpstreamUnreachable
-from batchd.upstreams.connections import ConnectionLost, ConnectionPool, ProtocolError
+from batchd.upstreams.connections import KEEPALIVE, ConnectionLost, ConnectionPool, ProtocolError
 from batchd.upstreams.http import HttpUpstream
 
 pytestmark = pytest.mark.anyio
@@ -126,14 +126,22 @@ async def scripted(
 
 
 def pool_for(
-    server: ScriptedServer, *, scheme: str = "http", timeout: float = 5.0, max_idle: int = 8
+    server: ScriptedServer | int,
+    *,
+    scheme: str = "http",
+    timeout: float = 5.0,
+    max_idle: int = 8,
+    keepalive: float = KEEPALIVE,
 ) -> ConnectionPool:
+    """A pool for a scripted server, or for any port on 127.0.0.1."""
+    port = server if isinstance(server, int) else server.port
     return ConnectionPool(
-        f"{scheme}://127.0.0.1:{server.port}/v1",
+        f"{scheme}://127.0.0.1:{port}/v1",
         headers={"content-type": "application/json", "authorization": "Bearer sk-test"},
         connect_timeout=5.0,
         request_timeout=timeout,
         max_idle=max_idle,
+        keepalive=keepalive,
     )
 
 
@@ -300,14 +308,7 @@ async def test_a_connection_closing_before_its_protocol_heard_of_it_is_not_taken
 
 async def test_a_connection_idle_longer_than_the_keepalive_is_not_used_again() -> None:
     async with scripted([OK, OK, OK]) as server:
-        pool = ConnectionPool(
-            f"http://127.0.0.1:{server.port}",
-            headers={},
-            connect_timeout=5,
-            request_timeout=5,
-            max_idle=4,
-            keepalive=0.2,
-        )
+        pool = pool_for(server, keepalive=0.2)
         await pool.post("/x", b"{}", {})
         await pool.post("/x", b"{}", {})
         assert server.connections == 1
@@ -344,13 +345,7 @@ async def test_a_connection_answered_before_its_request_had_all_left_is_not_used
     listening = await asyncio.start_server(answer_at_once, "127.0.0.1", 0, ssl=server_side)
     async with listening:
         port = listening.sockets[0].getsockname()[1]
-        pool = ConnectionPool(
-            f"{scheme}://127.0.0.1:{port}",
-            headers={},
-            connect_timeout=5,
-            request_timeout=2,
-            max_idle=2,
-        )
+        pool = pool_for(port, scheme=scheme, timeout=2)
         big = b"x" * (64 << 20)  # more than the sockets' buffers hold, so some of it is unsent
         assert (await pool.post("/x", big, {})).status == 413
         assert (await pool.post("/x", b"{}", {})).status == 413  # on a new connection
@@ -451,11 +446,8 @@ async def test_a_cancelled_request_takes_its_connection_with_it() -> None:
 async def test_a_refused_connection_is_an_os_error() -> None:
     async with scripted([]) as server:
         port = server.port
-    pool = ConnectionPool(
-        f"http://127.0.0.1:{port}", headers={}, connect_timeout=5, request_timeout=5, max_idle=1
-    )
     with pytest.raises(ConnectionRefusedError):
-        await pool.post("/x", b"{}", {})
+        await pool_for(port).post("/x", b"{}", {})
 
 
 async def test_a_header_with_a_line_break_is_refused_before_anything_is_sent() -> None:
