@@ -123,7 +123,7 @@ def overhead(work: Path, requests: int, store_flags: list[str]) -> list[Row]:
         batchd(work, upstream, "--max-concurrency", "64", *store_flags) as server,
     ):
         pairs = [
-            _overhead_pair(work, source, requests, (fake.pid, upstream), server)
+            _overhead_pair(work, source, requests, fake.pid, upstream, server)
             for _ in range(OVERHEAD_PAIRS)
         ]
         rss = server.peak_rss_mb()
@@ -131,9 +131,8 @@ def overhead(work: Path, requests: int, store_flags: list[str]) -> list[Row]:
 
 
 def _overhead_pair(
-    work: Path, source: Path, requests: int, fake: tuple[int, str], server: Batchd
+    work: Path, source: Path, requests: int, fake_pid: int, upstream: str, server: Batchd
 ) -> Pair:
-    fake_pid, upstream = fake
     server.wait_idle()
     bare_wall, bare_cpu, bare_loop_cpu = _bare_loop(work, source, upstream, 64)
     same_wall, same_cpu, _ = _bare_loop(work, source, upstream, 64, client="batchd")
