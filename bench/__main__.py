@@ -19,7 +19,7 @@ from rich.table import Table
 from bench.harness import ROOT  # noqa: F401 - puts the repository on sys.path for the fake
 from bench.scenarios import SCENARIOS, Row
 
-DEFAULT = ["fake", "overhead", "saturation", "ingest", "many-small", "api"]
+DEFAULT = ["fake", "overhead", "saturation", "ingest", "many-small", "api", "answers"]
 REQUESTS = {  # where --requests is not given
     "scale": 1_000_000,
     "embeddings": 4_000,

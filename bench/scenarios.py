@@ -547,6 +547,47 @@ def embeddings(work: Path, requests: int, store_flags: list[str]) -> list[Row]:
     ]
 
 
+def answers(work: Path, requests: int, store_flags: list[str]) -> list[Row]:
+    """Peak RSS through answers batchd must not hold whole: gzip bombs (2 MB inflating to
+    512 MB each, refused at max_response_bytes) and eight 20 MB answers, against the RSS after
+    a batch of small ones."""
+    faults = {
+        "rules": [
+            {"fault": "large", "size": 512 << 20, "gzip": True, "custom_id": "^bomb"},
+            {"fault": "large", "size": 20 << 20, "custom_id": "^big"},
+        ]
+    }
+    small = write_chat_batch(work / "small.jsonl", 1_000)
+    bombs = write_chat_batch(work / "bombs.jsonl", 4, prefix="bomb")
+    big = write_chat_batch(work / "big.jsonl", 8, prefix="big")
+    with (
+        fake_model_server(work, faults=faults) as upstream,
+        batchd(work, upstream, *store_flags) as server,
+    ):
+        server.wait(server.create(server.upload(small)))
+        server.wait_idle()
+        idle = server.peak_rss_mb()
+        rows = []
+        for name, source, failed in (("4 gzip bombs", bombs, 4), ("8 x 20 MB", big, 0)):
+            batch = server.wait(server.create(server.upload(source)))
+            counts = batch["request_counts"]
+            assert isinstance(counts, dict), batch
+            assert counts["failed"] == failed, batch
+            peak = server.peak_rss_mb()
+            rows.append(
+                Row(
+                    "answers",
+                    f"peak RSS after {name}, MB",
+                    _fmt(peak),
+                    _fmt(idle) + " after 1,000 small",
+                    f"{peak / idle:.2f}",
+                    "< 700 MB",
+                    peak < 700,
+                )
+            )
+    return rows
+
+
 SCENARIOS = {
     "fake": fake_ceiling,
     "overhead": overhead,
@@ -558,4 +599,5 @@ SCENARIOS = {
     "in-process": in_process,
     "instructions": instructions,
     "embeddings": embeddings,
+    "answers": answers,
 }

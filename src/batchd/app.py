@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 
 from starlette.applications import Starlette
 from starlette.middleware import Middleware
@@ -27,8 +27,16 @@ log = logging.getLogger("batchd")
 SHUTDOWN_GRACE = 10.0
 
 
-def create_app(settings: Settings, clock: Clock | None = None) -> Starlette:
+def create_app(
+    settings: Settings, clock: Clock | None = None, on_fatal: Callable[[], None] = lambda: None
+) -> Starlette:
+    """The app. ``on_fatal`` is called once a worker task keeps failing: the process is to stop
+    and exit non-zero (``app.state.fatal`` names the task)."""
     clock = clock or SystemClock()
+
+    def fatal(task: str) -> None:
+        app.state.fatal = task
+        on_fatal()
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
@@ -39,9 +47,12 @@ def create_app(settings: Settings, clock: Clock | None = None) -> Starlette:
         await router.open()
         metrics = Metrics()
         worker = (
-            Worker(settings, store, blobs, router, clock, metrics) if settings.run_worker else None
+            Worker(settings, store, blobs, router, clock, metrics, on_fatal=fatal)
+            if settings.run_worker
+            else None
         )
         app.state.store, app.state.blobs, app.state.metrics = store, blobs, metrics
+        app.state.worker, app.state.clock, app.state.settings = worker, clock, settings
         app.state.files = Files(settings, store, blobs, clock)
         app.state.batches = Batches(
             settings, store, clock, on_change=worker.notify if worker else lambda: None
@@ -58,7 +69,7 @@ def create_app(settings: Settings, clock: Clock | None = None) -> Starlette:
             await router.close()
             await store.close()
 
-    return Starlette(
+    app = Starlette(
         routes=routes,
         lifespan=lifespan,
         exception_handlers=EXCEPTION_HANDLERS,
@@ -69,3 +80,5 @@ def create_app(settings: Settings, clock: Clock | None = None) -> Starlette:
             ),
         ],
     )
+    app.state.fatal = None
+    return app

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import signal
+import sys
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -15,6 +16,9 @@ from batchd.errors import ConfigurationError
 from batchd.heap import tune_collector
 from batchd.logs import configure as configure_logging
 from batchd.settings import Settings, load_settings
+
+EXIT_WORKER_FAILED = 70
+"""The exit code once a worker task kept failing (EX_SOFTWARE): systemd or Kubernetes restart."""
 
 
 def _settings(config: Path | None, **flags: Any) -> Settings:
@@ -96,17 +100,28 @@ def serve(
         **flags,
     )
     configure_logging(settings.log_level, settings.log_format)
-    app = create_app(settings)
-    tune_collector()
-    uvicorn.run(
-        app,
-        host=settings.host,
-        port=settings.port,
-        log_level=settings.log_level.lower(),
-        access_log=False,
-        log_config=None,  # uvicorn's own lines go through batchd's handler and format
-        timeout_graceful_shutdown=15,
+    server: uvicorn.Server | None = None
+
+    def stop() -> None:
+        assert server is not None
+        server.should_exit = True
+
+    app = create_app(settings, on_fatal=stop)
+    server = uvicorn.Server(
+        uvicorn.Config(
+            app,
+            host=settings.host,
+            port=settings.port,
+            log_level=settings.log_level.lower(),
+            access_log=False,
+            log_config=None,  # uvicorn's own lines go through batchd's handler and format
+            timeout_graceful_shutdown=15,
+        )
     )
+    tune_collector()
+    server.run()
+    if app.state.fatal is not None:
+        sys.exit(EXIT_WORKER_FAILED)
 
 
 @main.command()
@@ -116,7 +131,9 @@ def worker(config: Path | None, completion_windows: str | None, **flags: Any) ->
     settings = _settings(config, completion_windows=_windows(completion_windows), **flags)
     configure_logging(settings.log_level, settings.log_format)
     with asyncio.Runner(loop_factory=_fast_loop_factory()) as runner:
-        runner.run(_run_worker(settings))
+        fatal = runner.run(_run_worker(settings))
+    if fatal:
+        sys.exit(EXIT_WORKER_FAILED)
 
 
 def _fast_loop_factory() -> Callable[[], asyncio.AbstractEventLoop] | None:
@@ -129,7 +146,9 @@ def _fast_loop_factory() -> Callable[[], asyncio.AbstractEventLoop] | None:
     return uvloop.new_event_loop
 
 
-async def _run_worker(settings: Settings) -> None:
+async def _run_worker(settings: Settings) -> bool:
+    """Run a worker until SIGTERM or SIGINT, or until one of its tasks keeps failing (then
+    True)."""
     from batchd.app import SHUTDOWN_GRACE
     from batchd.blobstore import open_blobstore
     from batchd.store import open_store
@@ -137,19 +156,30 @@ async def _run_worker(settings: Settings) -> None:
     from batchd.worker import Worker
 
     store = await open_store(settings.resolved_database_url)
+    blobs = open_blobstore(settings.blob_dir)
+    await blobs.check()
     router = build_upstreams(settings)
     await router.open()
-    engine = Worker(settings, store, open_blobstore(settings.blob_dir), router)
     stop = asyncio.Event()
+    failed: list[str] = []
+
+    def fatal(task: str) -> None:
+        failed.append(task)
+        stop.set()
+
+    engine = Worker(settings, store, blobs, router, on_fatal=fatal)
     loop = asyncio.get_running_loop()
     for signum in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(signum, stop.set)
-    await engine.start()
-    tune_collector()
-    await stop.wait()
-    await engine.stop(SHUTDOWN_GRACE)
-    await router.close()
-    await store.close()
+    try:
+        await engine.start()
+        tune_collector()
+        await stop.wait()
+        await engine.stop(SHUTDOWN_GRACE)
+    finally:
+        await router.close()
+        await store.close()
+    return bool(failed)
 
 
 @main.command()

@@ -9,10 +9,11 @@
      ├── ConfigurationError          a setting that cannot work; raised at start-up
      ├── StoreError                  the metadata store failed (driver errors translated)
      ├── BlobNotFound                a blob the metadata points at is missing
-     └── UpstreamError               a model server gave no HTTP answer
+     └── UpstreamError               a model server gave no answer batchd can use
           ├── UpstreamTimeout        none in time
           ├── UpstreamUnreachable    no connection could be made
-          └── UpstreamDisconnected   the connection closed before an answer
+          ├── UpstreamDisconnected   the connection closed before an answer
+          └── ResponseTooLarge       the answer was past max_response_bytes (not retried)
 
 Each class's docstring is its default message.
 """
@@ -86,6 +87,12 @@ class ConfigurationError(BatchdError):
 class StoreError(BatchdError):
     """The metadata store failed."""
 
+    def __init__(self, message: str | None = None, *, transient: bool = True) -> None:
+        super().__init__(message)
+        self.transient = transient
+        """Whether trying again may work (the store away, locked, full) rather than fail the
+        same way (a value it cannot hold, a broken constraint)."""
+
 
 class BlobNotFound(BatchdError):
     """The blob does not exist."""
@@ -95,6 +102,7 @@ class UpstreamError(BatchdError):
     """The model server gave no answer."""
 
     code = "server_error"
+    retryable = True
 
 
 class UpstreamTimeout(UpstreamError):
@@ -109,3 +117,10 @@ class UpstreamUnreachable(UpstreamError):
 
 class UpstreamDisconnected(UpstreamError):
     """The model server closed the connection without answering."""
+
+
+class ResponseTooLarge(UpstreamError):
+    """The model server's answer is larger than batchd keeps."""
+
+    code = "response_too_large"
+    retryable = False  # the same request would get the same answer

@@ -138,6 +138,16 @@ class ClaimedRequest(msgspec.Struct, gc=False):
     attempts: int
     span: int | None
 
+    def given_back(self) -> RequestResult:
+        """The line handed back unsent: to try again at once, its attempt not counted."""
+        return RequestResult(
+            self.batch_id,
+            self.line,
+            RequestState.PENDING,
+            span=self.span,
+            attempts=self.attempts - 1,
+        )
+
 
 class IndexedLine(NamedTuple):
     """A valid input line, as validation records it. A tuple: one is made per line, and it goes
@@ -186,3 +196,42 @@ class ResultPart:
     @property
     def whole(self) -> bool:
         return self.committed == self.written
+
+
+@dataclass(frozen=True)
+class UpstreamStatus:
+    """How one upstream is doing, as one worker sees it (``GET /v1/upstreams``)."""
+
+    upstream: str
+    state: str  # see UPSTREAM_STATES
+    reason: str | None  # why the last request failed, while not ok
+    since: float | None  # when the current run of failures began
+    lines_waiting: int  # claimed by the worker: ready to send or in flight
+    batches: int  # running on this upstream
+
+
+UPSTREAM_STATES = ("paused", "probing", "failing", "idle", "ok")
+"""From the worst: the breaker open (nothing sent until its cooldown ends), the breaker letting
+one probe through, the last requests failing (retried), nothing sent yet, answering."""
+
+
+def merged(statuses: list[UpstreamStatus]) -> list[tuple[UpstreamStatus, int]]:
+    """Each upstream as all its workers see it, and how many do: the worst state (with its
+    reason and the earliest ``since``), the lines and batches summed."""
+    by_name: dict[str, list[UpstreamStatus]] = {}
+    for status in statuses:
+        by_name.setdefault(status.upstream, []).append(status)
+    return [(_merge(name, seen), len(seen)) for name, seen in sorted(by_name.items())]
+
+
+def _merge(name: str, seen: list[UpstreamStatus]) -> UpstreamStatus:
+    worst = min(seen, key=lambda status: UPSTREAM_STATES.index(status.state))
+    sinces = [status.since for status in seen if status.state == worst.state and status.since]
+    return UpstreamStatus(
+        upstream=name,
+        state=worst.state,
+        reason=worst.reason,
+        since=min(sinces) if sinces else None,
+        lines_waiting=sum(status.lines_waiting for status in seen),
+        batches=max(status.batches for status in seen),
+    )

@@ -6,6 +6,7 @@ become spaces, and a body that is not a JSON object is wrapped as an error objec
 
 from __future__ import annotations
 
+import codecs
 from typing import Any
 
 import msgspec
@@ -27,12 +28,18 @@ BATCH_CANCELLED = (
 def answered_line(
     custom_id: str, status: int, request_id: str | None, body: bytes
 ) -> tuple[RequestState, bytes, Usage | None]:
-    """The line for an HTTP answer: its state (2xx succeeds), the line, and the usage it reports."""
+    """The line for an HTTP answer: its state (2xx succeeds), the line, and the usage it reports.
+
+    A 2xx answer that cannot be kept as it came (not a JSON object, not UTF-8, token counts past
+    what batchd can add up) fails its own line as ``invalid_response``: its neighbours go on."""
+    succeeded = 200 <= status < 300
     try:
-        if not body.isascii():
-            body.decode()  # msgspec does not check the UTF-8 of the strings it skips
+        _check_utf8(body)
         usage = _answer.decode(body).usage
-    except (msgspec.DecodeError, UnicodeDecodeError):  # not JSON, or not an object
+    except (msgspec.DecodeError, UnicodeDecodeError) as exc:  # not JSON, or not an object
+        if succeeded:
+            kind = "UTF-8" if isinstance(exc, UnicodeDecodeError) else "a JSON object"
+            return _invalid(custom_id, status, f"its body is not {kind}: {_excerpt(body)}")
         usage = None
         body = orjson.dumps(
             {"error": {"message": body.decode("utf-8", "replace")[:2000], "type": "upstream_error"}}
@@ -42,7 +49,9 @@ def answered_line(
             # Valid JSON holds line breaks only between tokens (in strings they are escaped),
             # so a pretty-printed body goes on one line as spaces, and keeps every value.
             body = body.replace(b"\r", b" ").replace(b"\n", b" ")
-    succeeded = 200 <= status < 300
+    counted = usage_of(usage) if succeeded else None
+    if counted is not None and not _countable(counted):
+        return _invalid(custom_id, status, f"its usage holds a token count past {MAX_TOKENS:,}")
     response = {
         "status_code": status,
         "request_id": request_id or ids.request_id(),
@@ -52,7 +61,43 @@ def answered_line(
         {"id": ids.batch_request_id(), "custom_id": custom_id, "response": response, "error": None}
     )
     state = RequestState.SUCCEEDED if succeeded else RequestState.FAILED
-    return state, line, usage_of(usage) if succeeded else None
+    return state, line, counted
+
+
+MAX_TOKENS = 2**40
+"""The most tokens one answer may report in any count. Far past any real request, and low enough
+that a batch's sums stay well inside the store's 64-bit integers: a count past 2^63 - 1 made
+every group commit that held it fail."""
+
+UTF8_CHECK_CHUNK = 1 << 20
+"""Bytes of an answer checked for UTF-8 at once: a whole 60 MB answer decoded in one go would
+make a string of up to four times its size."""
+
+
+def _check_utf8(body: bytes) -> None:
+    """Raise UnicodeDecodeError unless ``body`` is UTF-8 (msgspec does not check the strings it
+    skips), without holding more than a chunk of it decoded."""
+    if body.isascii():
+        return
+    decoder = codecs.getincrementaldecoder("utf-8")()
+    view = memoryview(body)
+    for start in range(0, len(view), UTF8_CHECK_CHUNK):
+        decoder.decode(view[start : start + UTF8_CHECK_CHUNK])
+    decoder.decode(b"", final=True)
+
+
+def _countable(usage: Usage) -> bool:
+    return all(0 <= count <= MAX_TOKENS for count in msgspec.structs.astuple(usage))
+
+
+def _invalid(custom_id: str, status: int, problem: str) -> tuple[RequestState, bytes, None]:
+    message = f"The model server answered {status}, but {problem}."
+    return RequestState.FAILED, unanswered_line(custom_id, "invalid_response", message), None
+
+
+def _excerpt(body: bytes, limit: int = 200) -> str:
+    text = body[:limit].decode("utf-8", "replace")
+    return repr(text + "…" if len(body) > limit else text)
 
 
 class _Answer(msgspec.Struct):

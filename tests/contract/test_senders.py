@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from batchd.errors import StoreError
+from batchd.errors import StoreError, UpstreamUnreachable
 from batchd.store import SqlStore
 from batchd.upstreams.base import Upstream, UpstreamResponse
 from batchd.worker.commits import GroupCommitter
@@ -60,7 +60,7 @@ async def test_a_batch_that_expires_with_every_slot_hung_frees_them_for_the_next
 
 
 class DownThenHangingUpstream(Upstream):
-    """Answers the first request 503 (the breaker opens), then never answers again."""
+    """Refuses the first request's connection (the breaker opens), then never answers again."""
 
     name = "down"
     models: frozenset[str] = frozenset()
@@ -74,7 +74,7 @@ class DownThenHangingUpstream(Upstream):
     ) -> UpstreamResponse:
         self.sent += 1
         if self.sent == 1:
-            return UpstreamResponse(503, b"{}", None, {})
+            raise UpstreamUnreachable()
         await asyncio.Event().wait()
         raise AssertionError("never answered")
 

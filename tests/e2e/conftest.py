@@ -19,6 +19,7 @@ import pytest
 from tests.fakes.model_server import start_model_server_process, stop_model_server_process
 from tests.support.ports import free_port
 
+REPO_ROOT = Path(__file__).resolve().parents[2]
 MODELS = ("gpt-test", "embed-test")
 FAST_TIMINGS = {  # react in tenths of seconds; production waits longer
     "BATCHD_POLL_INTERVAL": "0.1",
@@ -103,8 +104,9 @@ ServerFactory = Callable[..., Server]
 
 @pytest.fixture
 def start_server(tmp_path: Path, model_server: ModelServer) -> Iterator[ServerFactory]:
-    """Start ``batchd serve`` (or, with ``role="worker"``, ``batchd worker``) with extra flags;
-    every process started is stopped after the test."""
+    """Start ``batchd serve`` (or, with ``role="worker"``, ``batchd worker``; with ``module``, a
+    launcher of batchd's CLI) with extra flags; every process started is stopped after the
+    test."""
     servers: list[Server] = []
 
     def start(
@@ -114,11 +116,12 @@ def start_server(tmp_path: Path, model_server: ModelServer) -> Iterator[ServerFa
         extra_env: dict[str, str] | None = None,
         role: str = "serve",
         healthy_within: float = 30.0,
+        module: str = "batchd",
     ) -> Server:
         port = free_port()
         data = data_dir or tmp_path / f"data-{len(servers)}"
         log_path = tmp_path / f"batchd-{len(servers)}.log"
-        command = [sys.executable, "-m", "batchd", role, "--data-dir", str(data)]
+        command = [sys.executable, "-m", module, role, "--data-dir", str(data)]
         command += ["--completion-windows", "24h,3s"]
         if role == "serve":
             command += ["--port", str(port)]
@@ -129,7 +132,9 @@ def start_server(tmp_path: Path, model_server: ModelServer) -> Iterator[ServerFa
         env.update(FAST_TIMINGS)
         env.update(extra_env or {})
         with log_path.open("wb") as log:
-            process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, env=env)
+            process = subprocess.Popen(
+                command, stdout=log, stderr=subprocess.STDOUT, env=env, cwd=REPO_ROOT
+            )
         server = Server(process, f"http://127.0.0.1:{port}/v1", data, log_path)
         servers.append(server)
         if role == "serve":

@@ -10,7 +10,9 @@ from __future__ import annotations
 import argparse
 import asyncio
 import base64
+import functools
 import gc
+import gzip
 import hashlib
 import math
 import os
@@ -40,7 +42,7 @@ DEFAULT_MODERATION_MODEL = "omni-moderation-latest"
 MODEL_OWNER = "batchd-fake"
 
 JsonObject = dict[str, Any]
-FaultKind = Literal["status", "hang", "reset", "latency"]
+FaultKind = Literal["status", "hang", "reset", "latency", "large"]
 FAULT_KINDS: frozenset[str] = frozenset(get_args(FaultKind))
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
@@ -76,6 +78,10 @@ class FaultRule:
     retry_after_ms: int | None = None
     latency_ms: float = 0.0
     times: int | None = None
+    size: int = 0
+    """``large``: a 200 chat completion padded to this many bytes…"""
+    gzip: bool = False
+    """…sent gzip-compressed (a long run of one letter: a few hundred bytes a megabyte)."""
     custom_id_pattern: re.Pattern[str] | None = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
@@ -117,6 +123,8 @@ class FaultConfig:
     retry_after: float = 1.0
     down: bool = False
     rules: Sequence[FaultRule] = ()
+    record_arrivals: bool = False
+    """Keep when each request arrived, per custom_id (``arrivals`` in the stats)."""
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "rules", tuple(self.rules))
@@ -152,6 +160,7 @@ class StatsSnapshot(TypedDict):
     faults_injected: dict[str, int]
     in_flight: int
     peak_in_flight: int
+    arrivals: dict[str, list[float]]
 
 
 StatsPredicate = Callable[[StatsSnapshot], bool]
@@ -166,6 +175,7 @@ class _Counters:
     faults_injected: Counter[str] = field(default_factory=Counter)
     in_flight: int = 0
     peak_in_flight: int = 0
+    arrivals: dict[str, list[float]] = field(default_factory=dict)
 
     def snapshot(self) -> StatsSnapshot:
         return StatsSnapshot(
@@ -176,6 +186,7 @@ class _Counters:
             faults_injected=dict(self.faults_injected),
             in_flight=self.in_flight,
             peak_in_flight=self.peak_in_flight,
+            arrivals={custom_id: list(times) for custom_id, times in self.arrivals.items()},
         )
 
     def cleared(self) -> _Counters:
@@ -295,6 +306,18 @@ def _status_fault_response(rule: FaultRule) -> web.Response:
     if isinstance(rule.body, str):
         return web.Response(text=rule.body, status=rule.status, headers=headers)
     return json_response(rule.body, status=rule.status, headers=headers)
+
+
+@functools.lru_cache(maxsize=4)
+def _large_body(size: int, compressed: bool) -> bytes:
+    head = b'{"object": "chat.completion", "choices": [], "pad": "'
+    body = head + b"a" * max(0, size - len(head) - 2) + b'"}'
+    return gzip.compress(body, compresslevel=1) if compressed else body
+
+
+def _large_response(size: int, compressed: bool) -> web.Response:
+    headers = {**_JSON_HEADERS, "Content-Encoding": "gzip"} if compressed else _JSON_HEADERS
+    return web.Response(body=_large_body(size, compressed), headers=headers)
 
 
 async def _add_request_id(_request: web.Request, response: web.StreamResponse) -> None:
@@ -746,6 +769,8 @@ class FakeModelServer:
         counters.total += 1
         if custom_id is not None:
             counters.received[custom_id] += 1
+            if self._faults.record_arrivals:
+                counters.arrivals.setdefault(custom_id, []).append(time.monotonic())
         if batch_id is not None:
             counters.received_by_batch[batch_id] += 1
 
@@ -791,6 +816,8 @@ class FakeModelServer:
         # latency ran ~3 ms over what was asked (~1.5 ms with the answer made first).
         if rule is not None and rule.fault == "status":
             response = _status_fault_response(rule)
+        elif rule is not None and rule.fault == "large":
+            response = _large_response(rule.size, rule.gzip)
         else:
             response = self._answer(endpoint, body)
         delay_ms = faults.latency_ms + (rule.latency_ms if rule is not None else 0.0)

@@ -1,4 +1,5 @@
-"""The circuit breaker: closed, open for a cooldown, one probe half-open, closed again."""
+"""The circuit breaker: closed, open for a cooldown on broad failure only, one probe half-open,
+closed again."""
 
 from __future__ import annotations
 
@@ -29,11 +30,19 @@ def clock() -> FakeClock:
     return FakeClock()
 
 
+WINDOW = 10
+
+
 def make_breaker(
     clock: FakeClock, threshold: int = 3, base_cooldown: float = 10.0, max_cooldown: float = 35.0
 ) -> CircuitBreaker:
     return CircuitBreaker(
-        threshold=threshold, base_cooldown=base_cooldown, max_cooldown=max_cooldown, clock=clock
+        threshold=threshold,
+        window=WINDOW,
+        failure_ratio=0.5,
+        base_cooldown=base_cooldown,
+        max_cooldown=max_cooldown,
+        clock=clock,
     )
 
 
@@ -47,8 +56,22 @@ async def admits(breaker: CircuitBreaker, within: float = BLOCKS) -> bool:
 
 
 def fail(breaker: CircuitBreaker, times: int) -> None:
-    for _ in range(times):
-        breaker.failed()
+    """``times`` requests, each of its own line, that got no answer."""
+    for line in range(times):
+        breaker.failed(line, answered=False)
+
+
+def answer(
+    breaker: CircuitBreaker, failures: int, successes: int, pause: float | None = None
+) -> None:
+    """Answers, failed ones (429/5xx, with ``pause`` as their Retry-After) spread evenly among
+    good ones."""
+    total = failures + successes
+    for i in range(total):
+        if (i + 1) * failures // total != i * failures // total:
+            breaker.failed(i, answered=True, pause=pause)
+        else:
+            breaker.succeeded()
 
 
 async def cancelled(task: asyncio.Task[None]) -> None:
@@ -82,7 +105,7 @@ async def test_it_opens_after_threshold_failures_in_a_row_and_not_before(clock: 
     fail(breaker, 2)
     assert breaker.state is BreakerState.CLOSED
     assert await admits(breaker)
-    breaker.failed()
+    breaker.failed("line", answered=False)
     assert breaker.state is BreakerState.OPEN and breaker.is_open
     assert not await admits(breaker)
 
@@ -95,7 +118,7 @@ async def test_a_success_resets_the_count_of_failures(clock: FakeClock) -> None:
     fail(breaker, 2)
     assert breaker.state is BreakerState.CLOSED
     assert await admits(breaker)
-    breaker.failed()
+    breaker.failed("line", answered=False)
     assert breaker.state is BreakerState.OPEN
 
 
@@ -110,12 +133,30 @@ async def test_it_stays_open_for_the_base_cooldown(clock: FakeClock) -> None:
     assert breaker.state is BreakerState.HALF_OPEN
 
 
-async def test_a_failure_with_a_pause_opens_at_once_for_exactly_that_pause(
-    clock: FakeClock,
-) -> None:
-    """A Retry-After opens the breaker on the first failure, for the pause, not the cooldown."""
-    breaker = make_breaker(clock, threshold=5, base_cooldown=10.0)
-    breaker.failed(pause=2.5)
+async def test_one_answer_with_a_retry_after_leaves_it_closed(clock: FakeClock) -> None:
+    """A Retry-After on one line's answer is that line's to wait: the upstream stays open to the
+    others."""
+    breaker = make_breaker(clock, threshold=3)
+    breaker.failed("line", answered=True, pause=2.5)
+    assert breaker.state is BreakerState.CLOSED
+    assert await admits(breaker)
+
+
+async def test_failed_answers_among_good_ones_leave_it_closed(clock: FakeClock) -> None:
+    """Lines the server refuses one by one (429, 500) among answered ones never open it, however
+    long it goes on, as long as they stay under the failure ratio."""
+    breaker = make_breaker(clock, threshold=3)
+    for _ in range(50):
+        answer(breaker, failures=4, successes=6, pause=1.0)
+    assert breaker.state is BreakerState.CLOSED
+
+
+async def test_mostly_failed_answers_over_a_window_open_it_for_the_pause(clock: FakeClock) -> None:
+    """Once half the answers of a full window failed, it opens, for the longest Retry-After."""
+    breaker = make_breaker(clock, threshold=3, base_cooldown=1.0)
+    answer(breaker, failures=WINDOW // 2 - 1, successes=WINDOW // 2)
+    assert breaker.state is BreakerState.CLOSED
+    breaker.failed("last", answered=True, pause=2.5)
     assert breaker.state is BreakerState.OPEN
     clock.advance(2.25)
     assert not await admits(breaker)
@@ -124,10 +165,32 @@ async def test_a_failure_with_a_pause_opens_at_once_for_exactly_that_pause(
     assert breaker.state is BreakerState.HALF_OPEN
 
 
+async def test_a_few_lines_failing_again_and_again_leave_it_closed(clock: FakeClock) -> None:
+    """Fewer lines than the threshold, however often they fail and whatever share of the answers
+    they make, are those lines' trouble."""
+    breaker = make_breaker(clock, threshold=3)
+    for _ in range(20):
+        for line in ("a", "b"):
+            breaker.failed(line, answered=True, pause=1.0)
+    assert breaker.state is BreakerState.CLOSED
+    breaker.failed("c", answered=True)
+    assert breaker.state is BreakerState.OPEN
+
+
+async def test_answered_failures_do_not_count_as_failures_in_a_row(clock: FakeClock) -> None:
+    """The threshold counts requests that got no answer at all: a 500 is an answer."""
+    breaker = make_breaker(clock, threshold=3)
+    for answered in (False, False, True, False, False):
+        breaker.failed("line", answered=answered)
+    assert breaker.state is BreakerState.CLOSED
+    breaker.failed("line", answered=False)
+    assert breaker.state is BreakerState.OPEN
+
+
 async def test_a_long_pause_outlasts_the_cooldown(clock: FakeClock) -> None:
-    """A pause longer than the cooldown is honoured in full."""
+    """A pause longer than the cooldown is honoured in full (the outcome step caps it first)."""
     breaker = make_breaker(clock, threshold=1, base_cooldown=1.0, max_cooldown=2.0)
-    breaker.failed(pause=60.0)
+    answer(breaker, failures=WINDOW, successes=0, pause=60.0)
     clock.advance(59.0)
     assert not await admits(breaker)
     clock.advance(1.0)
@@ -187,7 +250,7 @@ async def test_after_closing_it_takes_threshold_failures_again(clock: FakeClock)
     breaker.succeeded()
     fail(breaker, 2)
     assert breaker.state is BreakerState.CLOSED
-    breaker.failed()
+    breaker.failed("line", answered=False)
     clock.advance(9.75)
     assert not await admits(breaker)
     clock.advance(0.25)
@@ -204,7 +267,7 @@ async def test_probe_failure_reopens_with_a_doubled_cooldown_capped(clock: FakeC
         assert await admits(breaker), f"no probe after a {cooldown} s cooldown"
         waiter = asyncio.create_task(breaker.admit())
         await asyncio.sleep(0.01)
-        breaker.failed()
+        breaker.failed("line", answered=True)
         assert breaker.state is BreakerState.OPEN
         await asyncio.sleep(0.01)
         assert not waiter.done()

@@ -139,3 +139,35 @@ def test_nobody_to_ask_means_ctrl_c_detaches() -> None:
 
 def _quiet() -> ChangeLines:
     return ChangeLines(Console(file=io.StringIO()))
+
+
+def test_following_says_which_model_server_holds_the_batch_up() -> None:
+    """While the batch runs, an upstream in trouble with batches is shown once, with its reason;
+    a server without ``GET /v1/upstreams`` is not asked again."""
+    polls = iter([batch("in_progress"), batch("in_progress"), batch("completed")])
+    trouble = {"name": "gpu-1", "state": "failing", "reason": "connection refused", "batches": 1}
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        if request.url.path.endswith("/upstreams"):
+            return httpx.Response(200, json={"object": "list", "data": [trouble]})
+        return next(polls)
+
+    sink = io.StringIO()
+    display = ChangeLines(Console(file=sink, width=200))
+    follower = Follower(api(handler), {"id": "b", "status": "in_progress"}, 0.0, lambda: display)
+    follower.run()
+    shown = sink.getvalue()
+    assert shown.count("b model server gpu-1 failing (connection refused), retrying") == 1
+
+    states = iter(["in_progress", "in_progress", "in_progress", "completed"])
+    upstream_asks = 0
+
+    def not_batchd(request: httpx.Request) -> httpx.Response:
+        nonlocal upstream_asks
+        if request.url.path.endswith("/upstreams"):
+            upstream_asks += 1
+            return httpx.Response(404, json={"error": {"message": "no such route"}})
+        return batch(next(states))
+
+    Follower(api(not_batchd), {"id": "b", "status": "in_progress"}, 0.0, _quiet).run()
+    assert upstream_asks == 1

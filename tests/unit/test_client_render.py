@@ -35,6 +35,18 @@ def test_a_terminal_gets_a_live_bar_with_counts_and_failures() -> None:
     assert "req/s" in shown and "ETA" in shown
 
 
+def test_what_holds_the_batch_up_is_shown_under_the_bar() -> None:
+    """A model server in trouble gets a line of its own below the bar, instead of a silent ETA."""
+    console, sink = terminal()
+    with LiveBar(console) as display:
+        trouble = "model server gpu-1 failing (connection refused), retrying"
+        display.update(batch("in_progress", total=5), trouble)
+    lines = sink.getvalue().splitlines()
+    below = [n for n, line in enumerate(lines) if "connection refused" in line]
+    bar = [n for n, line in enumerate(lines) if "0/5" in line]
+    assert below and bar and min(below) > min(bar)
+
+
 def test_elsewhere_a_line_is_printed_only_when_something_changed() -> None:
     """Off a terminal: one plain line per change, none for a poll that saw nothing new."""
     sink = io.StringIO()

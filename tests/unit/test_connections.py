@@ -21,8 +21,19 @@ from typing import Any
 import pytest
 import uvicorn
 
-from batchd.errors import UpstreamDisconnected, UpstreamTimeout, UpstreamUnreachable
-from batchd.upstreams.connections import KEEPALIVE, ConnectionLost, ConnectionPool, ProtocolError
+from batchd.errors import (
+    ResponseTooLarge,
+    UpstreamDisconnected,
+    UpstreamTimeout,
+    UpstreamUnreachable,
+)
+from batchd.upstreams.connections import (
+    KEEPALIVE,
+    AnswerTooLarge,
+    ConnectionLost,
+    ConnectionPool,
+    ProtocolError,
+)
 from batchd.upstreams.http import HttpUpstream
 
 pytestmark = pytest.mark.anyio
@@ -132,6 +143,7 @@ def pool_for(
     timeout: float = 5.0,
     max_idle: int = 8,
     keepalive: float = KEEPALIVE,
+    max_body: int = 64 << 20,
 ) -> ConnectionPool:
     """A pool for a scripted server, or for any port on 127.0.0.1."""
     port = server if isinstance(server, int) else server.port
@@ -142,6 +154,7 @@ def pool_for(
         request_timeout=timeout,
         max_idle=max_idle,
         keepalive=keepalive,
+        max_body=max_body,
     )
 
 
@@ -173,7 +186,12 @@ async def test_credentials_in_the_url_are_sent_as_basic_authorization() -> None:
         url = f"http://user:s%40cret@127.0.0.1:{server.port}/v1"
         for headers in ({}, {"Authorization": "Bearer sk-key"}):
             pool = ConnectionPool(
-                url, headers=headers, connect_timeout=5, request_timeout=5, max_idle=1
+                url,
+                headers=headers,
+                connect_timeout=5,
+                request_timeout=5,
+                max_idle=1,
+                max_body=1024,
             )
             await pool.post("/x", b"{}", {})
     with_url_only, with_key = (_header(request, b"authorization") for request in server.requests)
@@ -262,6 +280,74 @@ async def test_every_gzip_member_is_decoded_and_a_cut_one_is_an_error(
                 await pool.post("/x", b"{}", {})
         else:
             assert (await pool.post("/x", b"{}", {})).body == decoded
+
+
+LIMIT = 64 * 1024
+
+
+def chunked(body: bytes, size: int = 8192) -> bytes:
+    pieces = [body[i : i + size] for i in range(0, len(body), size)]
+    return b"".join(b"%x\r\n%s\r\n" % (len(piece), piece) for piece in pieces) + b"0\r\n\r\n"
+
+
+@pytest.mark.parametrize(
+    "reply",
+    [
+        b"HTTP/1.1 200 OK\r\ncontent-length: %d\r\n\r\n" % (LIMIT + 1) + b"x" * (LIMIT + 1),
+        b"HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\n" + chunked(b"x" * (LIMIT + 1)),
+        b"HTTP/1.1 200 OK\r\nconnection: close\r\n\r\n" + b"x" * (LIMIT + 1),
+    ],
+    ids=["content-length", "chunked", "until close"],
+)
+async def test_an_answer_past_the_limit_is_refused_and_its_connection_dropped(
+    reply: bytes,
+) -> None:
+    """Counted as it arrives, whatever says where it ends; the connection, with the rest of the
+    answer still on it, is not reused."""
+    async with scripted([Reply(reply, then_close=True), OK]) as server:
+        pool = pool_for(server, max_body=LIMIT)
+        with pytest.raises(AnswerTooLarge):
+            await pool.post("/x", b"{}", {})
+        assert (await pool.post("/x", b"{}", {})).body == b"{}"
+    assert server.connections == 2
+
+
+async def test_an_answer_at_the_limit_is_kept() -> None:
+    body = b"x" * LIMIT
+    reply = b"HTTP/1.1 200 OK\r\ncontent-length: %d\r\n\r\n%s" % (len(body), body)
+    async with scripted([ok(reply)]) as server:
+        assert (await pool_for(server, max_body=LIMIT).post("/x", b"{}", {})).body == body
+
+
+@pytest.mark.parametrize("encoding", ["gzip", "deflate"])
+async def test_a_compressed_answer_is_bounded_as_it_inflates(encoding: str) -> None:
+    """A small body that inflates past the limit (a "zip bomb": 8 MB of zeros in ~8 KB) is
+    refused without ever being inflated whole."""
+    inflated = bytes(8 << 20)
+    body = gzip.compress(inflated) if encoding == "gzip" else zlib.compress(inflated)
+    assert len(body) < LIMIT
+    head = f"HTTP/1.1 200 OK\r\ncontent-encoding: {encoding}\r\ncontent-length: {len(body)}\r\n\r\n"
+    async with scripted([ok(head.encode() + body)]) as server:
+        with pytest.raises(AnswerTooLarge):
+            await pool_for(server, max_body=LIMIT).post("/x", b"{}", {})
+
+
+async def test_a_compressed_answer_in_many_chunks_is_decoded_whole() -> None:
+    """Decoding as the bytes come: members and chunk edges anywhere."""
+    text = b'{"text": "' + b"abc" * 20_000 + b'"}'
+    body = gzip.compress(text[:1000]) + gzip.compress(text[1000:])
+    head = b"HTTP/1.1 200 OK\r\ncontent-encoding: gzip\r\ntransfer-encoding: chunked\r\n\r\n"
+    async with scripted([ok(head + chunked(body, size=97))]) as server:
+        assert (await pool_for(server).post("/x", b"{}", {})).body == text
+
+
+async def test_the_upstream_fails_a_too_large_answer_as_response_too_large() -> None:
+    reply = b"HTTP/1.1 200 OK\r\ncontent-length: 9999999\r\n\r\n"
+    async with scripted([Reply(reply, then_close=True)]) as server:
+        upstream = upstream_for(server.port, max_response_bytes=LIMIT)
+        with pytest.raises(ResponseTooLarge, match="max_response_bytes"):
+            await upstream.send("/v1/chat/completions", b"{}", {})
+        await upstream.close()
 
 
 async def test_an_encoding_that_was_not_asked_for_is_a_protocol_error() -> None:
@@ -460,7 +546,9 @@ async def test_a_header_with_a_line_break_is_refused_before_anything_is_sent() -
 @pytest.mark.parametrize("url", ["ftp://example.com", "example.com:8000", "http://"])
 def test_a_url_that_is_not_http_is_refused(url: str) -> None:
     with pytest.raises(ValueError, match="not an http"):
-        ConnectionPool(url, headers={}, connect_timeout=1, request_timeout=1, max_idle=1)
+        ConnectionPool(
+            url, headers={}, connect_timeout=1, request_timeout=1, max_idle=1, max_body=1
+        )
 
 
 @pytest.fixture
@@ -490,7 +578,9 @@ async def test_https_trusts_what_ssl_cert_file_names(
     assert answer.status == 200
 
 
-def upstream_for(port: int, timeout: float = 5.0) -> HttpUpstream:
+def upstream_for(
+    port: int, timeout: float = 5.0, max_response_bytes: int = 64 << 20
+) -> HttpUpstream:
     return HttpUpstream(
         name="test",
         base_url=f"http://127.0.0.1:{port}/v1",
@@ -499,6 +589,7 @@ def upstream_for(port: int, timeout: float = 5.0) -> HttpUpstream:
         api_key="sk-test",
         request_timeout=timeout,
         connect_timeout=5.0,
+        max_response_bytes=max_response_bytes,
     )
 
 

@@ -1,6 +1,6 @@
 """The body a line's request is sent with: the bytes of its ``body`` as they stand in the line."""
 
-from batchd.worker.dispatch import _body_of
+from batchd.worker.feeder import _body_of
 
 
 def test_the_body_is_forwarded_byte_for_byte() -> None:

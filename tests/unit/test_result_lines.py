@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 import orjson
@@ -144,26 +145,64 @@ def test_answered_long_text_body_is_truncated() -> None:
     assert len(orjson.loads(line)["response"]["body"]["error"]["message"]) == 2000
 
 
-def test_answered_200_non_json_body() -> None:
-    """A 2xx answer with a non-JSON body still yields a one-line object body, without usage."""
-    state, line, usage = answered_line("r", 200, None, b"OK")
-    parsed = assert_line_shape(line)
-    assert state is RequestState.SUCCEEDED
-    assert parsed["response"]["body"]["error"]["message"] == "OK"
-    assert usage is None
-
-
 @pytest.mark.parametrize(
-    "body", [b'{"object": "list", "note": "\xff"}', b'{"usage": {"prompt_tokens": "\xff"}}']
+    ("body", "problem"),
+    [
+        (b"OK", "is not a JSON object: 'OK'"),
+        (b"[1, 2]", "is not a JSON object"),
+        (b'{"a": "\x00"}', "is not a JSON object"),  # a raw NUL: not JSON
+        (b'{"object": "list", "note": "\xff"}', "is not UTF-8"),
+        (b'{"usage": {"prompt_tokens": "\xff"}}', "is not UTF-8"),
+    ],
 )
-def test_an_answer_that_is_not_utf8_is_wrapped_not_spliced(body: bytes) -> None:
-    """Wherever the broken byte is, the output line stays valid UTF-8 (it would break every
-    reader of the output file)."""
+def test_a_2xx_answer_that_cannot_be_kept_fails_its_line(body: bytes, problem: str) -> None:
+    """A 2xx whose body is not a UTF-8 JSON object is the line's error, not an output line that
+    would break every reader of the output file."""
     state, line, usage = answered_line("r", 200, None, body)
     line.decode("utf-8")
     parsed = assert_line_shape(line)
-    assert parsed["response"]["body"]["error"]["type"] == "upstream_error"
-    assert (state, usage) == (RequestState.SUCCEEDED, None)
+    assert (state, usage) == (RequestState.FAILED, None)
+    assert parsed["response"] is None
+    assert parsed["error"]["code"] == "invalid_response"
+    assert parsed["error"]["message"].startswith("The model server answered 200, but its body")
+    assert problem in parsed["error"]["message"]
+
+
+@pytest.mark.parametrize(
+    "usage",
+    [
+        {"prompt_tokens": 2**63},
+        {"prompt_tokens": 1, "completion_tokens": 2**64 + 5},
+        {"input_tokens": 3, "total_tokens": 2**41},
+        {"prompt_tokens": 1, "prompt_tokens_details": {"cached_tokens": 2**63 - 1}},
+        {"prompt_tokens": -5},
+    ],
+)
+def test_a_token_count_the_store_cannot_add_up_fails_its_line(usage: dict[str, Any]) -> None:
+    """Counts past 2^40 (or below zero) would overflow a batch's 64-bit sums: the line fails as
+    ``invalid_response``, and no usage is counted."""
+    state, line, counted = answered_line("r", 200, "req_1", json.dumps({"usage": usage}).encode())
+    parsed = assert_line_shape(line)
+    assert (state, counted) == (RequestState.FAILED, None)
+    assert parsed["error"]["code"] == "invalid_response"
+    assert "token count past 1,099,511,627,776" in parsed["error"]["message"]
+
+
+def test_a_large_count_within_bounds_is_kept() -> None:
+    state, _, counted = answered_line(
+        "r", 200, None, orjson.dumps({"usage": {"total_tokens": 2**40}})
+    )
+    assert state is RequestState.SUCCEEDED
+    assert counted is not None and counted.total_tokens == 2**40
+
+
+def test_utf8_is_checked_across_chunk_boundaries() -> None:
+    """A long answer is checked in chunks: a character split between two is still whole, and a
+    broken one at the very end is still found."""
+    text = ("é" * (1 << 20)).encode()  # two bytes each: chunk edges fall inside characters
+    body = b'{"text": "' + text + b'"}'
+    assert answered_line("r", 200, None, body)[0] is RequestState.SUCCEEDED
+    assert answered_line("r", 200, None, body[:-2] + b'\xc3"}')[0] is RequestState.FAILED
 
 
 def test_an_answer_in_utf8_beyond_ascii_is_spliced_as_it_came() -> None:

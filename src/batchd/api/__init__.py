@@ -4,6 +4,6 @@ from __future__ import annotations
 
 from starlette.routing import BaseRoute
 
-from batchd.api import batches, files, health
+from batchd.api import batches, files, health, upstreams
 
-routes: list[BaseRoute] = [*files.routes, *batches.routes, *health.routes]
+routes: list[BaseRoute] = [*files.routes, *batches.routes, *upstreams.routes, *health.routes]

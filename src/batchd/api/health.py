@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import socket
 from collections.abc import Awaitable
 
 from prometheus_client import CONTENT_TYPE_LATEST
@@ -16,6 +17,8 @@ from batchd.api.responses import JSONResponse
 
 log = logging.getLogger("batchd.api")
 
+HOST = socket.gethostname()
+"""The row a readiness check rewrites: one per host, however often the process restarts."""
 READY_TIMEOUT = 5.0
 """Seconds a dependency may take to answer a readiness check before it counts as not ready."""
 
@@ -26,10 +29,16 @@ async def healthz(request: Request) -> Response:
 
 
 async def readyz(request: Request) -> Response:
-    """Ready: the store answers a trivial query and the blob store takes a write."""
+    """Ready: the store and the blob store take a real write, and the worker (if this process
+    runs one) has every task up and its commits going through."""
     state = request.app.state
-    checks = {"store": state.store.db.ping(), "blobs": state.blobs.check()}
+    checks = {
+        "store": state.store.check_writes(HOST, state.clock.now()),
+        "blobs": state.blobs.check(),
+    }
     failing = [name for name, ok in zip(checks, await _run_all(checks), strict=True) if not ok]
+    if state.worker is not None:
+        failing += state.worker.trouble
     if failing:
         return envelope(
             503, f"Not ready: {', '.join(failing)} not available.", "server_error", code="not_ready"

@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from typing import Any, TypeVar
 
-from batchd.models import Batch, LineError, StoredFile
+from batchd.models import Batch, LineError, StoredFile, UpstreamStatus
 
 T = TypeVar("T")
 JSON = dict[str, Any]
@@ -90,3 +90,17 @@ def list_page(items: Sequence[T], has_more: bool, render: Callable[[T], JSON]) -
 
 def error_body(message: str, type_: str, param: str | None, code: str | None) -> JSON:
     return {"error": {"message": message, "type": type_, "param": param, "code": code}}
+
+
+def upstream_object(status: UpstreamStatus, workers: int) -> JSON:
+    """batchd's own: an upstream as its workers see it (``GET /v1/upstreams``)."""
+    return {
+        "object": "upstream",
+        "name": status.upstream,
+        "state": status.state,
+        "reason": status.reason,
+        "since": int(status.since) if status.since is not None else None,
+        "lines_waiting": status.lines_waiting,
+        "batches": status.batches,
+        "workers": workers,
+    }

@@ -15,6 +15,8 @@ from batchd.blobstore.base import BlobStore, BlobWriter
 from batchd.errors import BlobNotFound
 
 _WRITE_BUFFER = 1 << 20
+CHECK_BYTES = bytes(64 * 1024)
+"""What a readiness check writes and syncs: real bytes, as a result part's write would."""
 
 
 class LocalBlobWriter(BlobWriter):
@@ -130,7 +132,13 @@ class LocalBlobStore(BlobStore):
     async def check(self) -> None:
         await asyncio.to_thread(self.root.mkdir, parents=True, exist_ok=True)
         key = f".probe-{secrets.token_hex(4)}"
-        await self.writer(key).commit()
+        writer = self.writer(key)
+        try:
+            await writer.write(CHECK_BYTES)  # an empty file takes no block: a full disk allows it
+            await writer.commit()
+        except BaseException:
+            await writer.abort()
+            raise
         await self.delete(key)
 
 

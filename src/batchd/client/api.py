@@ -100,6 +100,10 @@ class BatchAPI:
     def cancel(self, batch_id: str) -> Json:
         return self._json("POST", f"batches/{_segment(batch_id)}/cancel")
 
+    def upstreams(self) -> Json:
+        """batchd's own ``GET /v1/upstreams``: how each model server is doing."""
+        return self._json("GET", "upstreams")
+
     def batches(self, *, limit: int, after: str | None) -> Json:
         return self._json("GET", "batches", params=_params(limit=limit, after=after))
 

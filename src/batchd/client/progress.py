@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from typing import Protocol, Self
 
-from rich.console import Console
+from rich.console import Console, RenderableType
 from rich.progress import (
     BarColumn,
     MofNCompleteColumn,
@@ -24,7 +25,8 @@ from batchd.client.render import counts
 class Display(Protocol):
     def __enter__(self) -> Self: ...
     def __exit__(self, *exc_info: object) -> None: ...
-    def update(self, batch: Json) -> None: ...
+    def update(self, batch: Json, trouble: str | None = None) -> None:
+        """Show the batch, and ``trouble``: what holds it up, if the server knows."""
 
 
 def display_for(console: Console) -> Display:
@@ -40,11 +42,22 @@ class RateColumn(ProgressColumn):
         return Text(f"{task.speed:.1f} req/s", style="dim")
 
 
+class _ProgressWithNote(Progress):
+    """The bar, and a line of note under it when there is one."""
+
+    note: str | None = None
+
+    def get_renderables(self) -> Iterable[RenderableType]:
+        yield from super().get_renderables()
+        if self.note:
+            yield Text(self.note, style="yellow")
+
+
 class LiveBar:
-    """status ━━━━━━━━━━━━ done/total · N failed · rate · ETA."""
+    """status ━━━━━━━━━━━━ done/total · N failed · rate · ETA, and what holds it up below."""
 
     def __init__(self, console: Console) -> None:
-        self.progress = Progress(
+        self.progress = _ProgressWithNote(
             SpinnerColumn(),
             TextColumn("{task.description}"),
             BarColumn(),
@@ -64,8 +77,9 @@ class LiveBar:
     def __exit__(self, *exc_info: object) -> None:
         self.progress.stop()
 
-    def update(self, batch: Json) -> None:
+    def update(self, batch: Json, trouble: str | None = None) -> None:
         completed, failed, total = counts(batch)
+        self.progress.note = trouble
         self.progress.update(
             self.task,
             description=str(batch.get("status")),
@@ -81,6 +95,7 @@ class ChangeLines:
     def __init__(self, console: Console) -> None:
         self.console = console
         self.last: tuple[object, ...] | None = None
+        self.trouble: str | None = None
 
     def __enter__(self) -> Self:
         return self
@@ -88,7 +103,7 @@ class ChangeLines:
     def __exit__(self, *exc_info: object) -> None:
         return None
 
-    def update(self, batch: Json) -> None:
+    def update(self, batch: Json, trouble: str | None = None) -> None:
         completed, failed, total = counts(batch)
         now = (batch.get("status"), completed, failed, total)
         if now != self.last:
@@ -99,3 +114,7 @@ class ChangeLines:
                     f"{completed + failed}/{total} done, {failed} failed"
                 )
             )
+        if trouble != self.trouble:
+            self.trouble = trouble
+            if trouble:
+                self.console.print(Text(f"{batch.get('id')} {trouble}"))

@@ -41,6 +41,7 @@ class Follower:
         self.batch = batch
         self.interval = interval
         self.display = display
+        self._upstreams_unknown = False
 
     def run(self) -> Json:
         with self.display() as display:
@@ -48,8 +49,22 @@ class Follower:
             while self.batch.get("status") not in TERMINAL:
                 time.sleep(self.interval)
                 self.batch = self._poll()
-                display.update(self.batch)
+                display.update(self.batch, self._trouble())
         return self.batch
+
+    def _trouble(self) -> str | None:
+        """What the server says is holding the batch up (an upstream in trouble), if anything.
+        A server without ``GET /v1/upstreams`` (not batchd) is not asked again."""
+        if self._upstreams_unknown or self.batch.get("status") != "in_progress":
+            return None
+        try:
+            upstreams = self.api.upstreams().get("data") or []
+        except ServerError as error:
+            self._upstreams_unknown = error.status_code == 404
+            return None
+        except ClientError:
+            return None
+        return next(filter(None, map(upstream_trouble, upstreams)), None)
 
     def _poll(self) -> Json:
         failures = 0
@@ -61,6 +76,19 @@ class Follower:
                 if not _transient(error) or failures >= POLL_FAILURES_TOLERATED:
                     raise
             time.sleep(self.interval)
+
+
+TROUBLE = {"failing": "failing", "paused": "paused", "probing": "being probed"}
+
+
+def upstream_trouble(upstream: Json) -> str | None:
+    """``model server gpu-1 failing (connection refused), retrying``, for an upstream of
+    ``GET /v1/upstreams`` in trouble with lines waiting; None otherwise."""
+    state = TROUBLE.get(str(upstream.get("state")))
+    if state is None or not upstream.get("batches"):
+        return None
+    reason = f" ({upstream['reason']})" if upstream.get("reason") else ""
+    return f"model server {upstream.get('name')} {state}{reason}, retrying"
 
 
 def _transient(error: ClientError) -> bool:

@@ -20,8 +20,20 @@ _MIGRATION_LOCK = 0x62617463  # any constant: one migrator at a time across proc
 def _translated() -> Iterator[None]:
     try:
         yield
-    except (asyncpg.PostgresError, asyncpg.InterfaceError, OSError) as exc:
-        raise StoreError(f"PostgreSQL: {exc}") from exc
+    except asyncpg.PostgresError as exc:
+        transient = not str(exc.sqlstate or "").startswith(_LASTING_CLASSES)
+        raise StoreError(f"PostgreSQL: {exc}", transient=transient) from exc
+    except (asyncpg.InterfaceError, OSError) as exc:
+        # A lost connection may pass; a value the driver cannot encode (a ValueError) will not.
+        raise StoreError(f"PostgreSQL: {exc}", transient=not isinstance(exc, ValueError)) from exc
+    except OverflowError as exc:  # an integer past 64 bits, refused by the driver
+        raise StoreError(f"PostgreSQL: {exc}", transient=False) from exc
+
+
+_LASTING_CLASSES = ("22", "23", "42")
+"""SQLSTATE classes of errors that trying again would only repeat: data exceptions (a value out of
+range), broken constraints, and mistakes in the statement. Any other (a lost connection, a
+deadlock victim, a full disk, a server shutting down) may pass."""
 
 
 class _PostgresConnection(Connection):

@@ -21,6 +21,7 @@ from batchd.models import (
     RequestState,
     ResultPart,
     StoredFile,
+    UpstreamStatus,
     Usage,
 )
 from batchd.store.base import Connection, Database, Page, Row
@@ -320,7 +321,7 @@ class SqlStore:
             f"WHERE batch_id = $3 AND {key} "
             + self.db.among(
                 f"SELECT {key} FROM retries WHERE batch_id = $3"
-                " AND (lease_owner IS NULL OR lease_until < $4)"
+                " AND (lease_owner IS NULL OR (lease_until < $4 AND lease_owner <> $1))"
                 " AND (not_before IS NULL OR not_before <= $4)"
                 f" ORDER BY line LIMIT {int(limit)} {self.db.skip_locked}"
             )
@@ -344,12 +345,15 @@ class SqlStore:
     async def _claim_lapsed_span(
         self, conn: Connection, batch_id: str, owner: str, now: float, until: float
     ) -> list[ClaimedRequest]:
-        """Take over a span of a worker that stopped renewing it: its lines that are neither
-        finished nor moved to retries."""
+        """Take over a span of another worker that stopped renewing it: its lines that are
+        neither finished nor moved to retries. Never one of the claimant's own: its lease lapsed
+        only because renewals failed (the store away), and the worker may still hold answers of
+        its lines, waiting to be committed; taking it over would send them again."""
         spans = await conn.fetch(
             "UPDATE spans SET lease_owner = $1, lease_until = $2 WHERE batch_id = $3 "
             "AND first_line = (SELECT first_line FROM spans WHERE batch_id = $3 "
-            f"AND lease_until < $4 ORDER BY first_line LIMIT 1 {self.db.skip_locked}) "
+            f"AND lease_until < $4 AND lease_owner <> $1 "
+            f"ORDER BY first_line LIMIT 1 {self.db.skip_locked}) "
             "RETURNING first_line, last_line",
             owner,
             until,
@@ -434,15 +438,19 @@ class SqlStore:
     async def release_requests(self, owner: str, claims: Sequence[ClaimedRequest]) -> None:
         """Give back claimed lines that were never sent: any worker may take them now, and the
         attempt they were claimed for is not counted."""
-        await self.record_results(owner, [_given_back(c) for c in claims])
+        await self.record_results(owner, [c.given_back() for c in claims])
 
-    async def record_results(self, owner: str, results: Sequence[RequestResult]) -> None:
+    async def record_results(
+        self, owner: str, results: Sequence[RequestResult], *, again: bool = False
+    ) -> None:
         """Commit finished requests and their batch counters in one transaction; lines to try
         again move to ``retries``.
 
         A result counts only while its worker still holds the lease of the line's span (or of
         its retry), so a line that was taken over (or closed as expired or cancelled) meanwhile
-        is never counted twice.
+        is never counted twice. ``again``: the results were committed before with an error
+        reported, which may have come after the commit itself (a full disk failing the sync):
+        lines recorded already are skipped.
         """
         by_batch: dict[str, list[RequestResult]] = {}
         for result in sorted(results, key=_BATCH_AND_LINE):
@@ -450,7 +458,25 @@ class SqlStore:
         async with self.db.transaction(durable=False) as conn:
             # Rows are locked in key order everywhere, so writers cannot deadlock.
             for batch_id, batch_results in by_batch.items():
+                if again:
+                    batch_results = await self._not_recorded(conn, batch_id, batch_results)
                 await self._record_batch_results(conn, owner, batch_id, batch_results)
+
+    async def _not_recorded(
+        self, conn: Connection, batch_id: str, results: list[RequestResult]
+    ) -> list[RequestResult]:
+        """The results whose line is neither finished nor waiting for a retry. (A retried line
+        is recorded once its retry's lease is gone, which ``_held`` sees.)"""
+        lines = self.db.int_array([r.line for r in results if r.span is not None])
+        rows = await conn.fetch(
+            f"SELECT line FROM results WHERE batch_id = $1 AND line {self.db.any_of('$2')} "
+            f"UNION ALL SELECT line FROM retries WHERE batch_id = $1 "
+            f"AND line {self.db.any_of('$2')}",
+            batch_id,
+            lines,
+        )
+        recorded = {row["line"] for row in rows}
+        return [r for r in results if r.span is None or r.line not in recorded]
 
     async def _record_batch_results(
         self, conn: Connection, owner: str, batch_id: str, results: list[RequestResult]
@@ -802,6 +828,60 @@ class SqlStore:
             )
         return {BatchStatus(r["status"]): int(r["n"]) for r in batches}, int(pending[0]["n"])
 
+    # -- operations: upstream states, write checks -------------------------------------------
+
+    async def report_upstream_status(
+        self, worker: str, statuses: Sequence[UpstreamStatus], now: float
+    ) -> None:
+        async with self.db.transaction(durable=False) as conn:
+            await conn.execute("DELETE FROM upstream_status WHERE worker = $1", worker)
+            await conn.executemany(
+                "INSERT INTO upstream_status (worker, upstream, state, reason, since, "
+                "lines_waiting, batches, updated_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
+                [
+                    (
+                        worker,
+                        s.upstream,
+                        s.state,
+                        s.reason,
+                        s.since,
+                        s.lines_waiting,
+                        s.batches,
+                        now,
+                    )
+                    for s in statuses
+                ],
+            )
+
+    async def forget_upstream_status(self, worker: str) -> None:
+        async with self.db.transaction(durable=False) as conn:
+            await conn.execute("DELETE FROM upstream_status WHERE worker = $1", worker)
+
+    async def upstream_status(self, fresh_since: float) -> list[UpstreamStatus]:
+        """Every worker's view of each upstream, rewritten since ``fresh_since``."""
+        async with self.db.reader() as conn:
+            rows = await conn.fetch(
+                "SELECT upstream, state, reason, since, lines_waiting, batches "
+                "FROM upstream_status WHERE updated_at >= $1 ORDER BY upstream, worker",
+                fresh_since,
+            )
+        return [
+            UpstreamStatus(
+                r["upstream"], r["state"], r["reason"], r["since"], r["lines_waiting"], r["batches"]
+            )
+            for r in rows
+        ]
+
+    async def check_writes(self, process: str, now: float) -> None:
+        """Raise unless the store takes a durable write (readiness)."""
+        async with self.db.transaction() as conn:
+            await conn.execute(
+                "INSERT INTO write_checks (process, at) VALUES ($1, $2) "
+                "ON CONFLICT (process) DO UPDATE SET at = excluded.at",
+                process,
+                now,
+            )
+
 
 def _statuses(statuses: frozenset[BatchStatus]) -> str:
     """A SQL list of statuses, from the lifecycle's own sets (never from input)."""
@@ -828,17 +908,6 @@ def _claimed(batch_id: str, row: Row, attempts: int, span: int | None) -> Claime
         row["byte_length"],
         attempts,
         span,
-    )
-
-
-def _given_back(claim: ClaimedRequest) -> RequestResult:
-    """A claimed line handed back unsent: to try again at once, its attempt not counted."""
-    return RequestResult(
-        claim.batch_id,
-        claim.line,
-        RequestState.PENDING,
-        span=claim.span,
-        attempts=claim.attempts - 1,
     )
 
 

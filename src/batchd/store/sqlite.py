@@ -51,7 +51,10 @@ def _translated() -> Iterator[None]:
     try:
         yield
     except sqlite3.Error as exc:
-        raise StoreError(f"SQLite: {exc}") from exc
+        transient = isinstance(exc, sqlite3.OperationalError)  # locked, full, I/O error
+        raise StoreError(f"SQLite: {exc}", transient=transient) from exc
+    except OverflowError as exc:  # an integer past 64 bits, refused by the driver
+        raise StoreError(f"SQLite: {exc}", transient=False) from exc
 
 
 @lru_cache(maxsize=512)

@@ -63,4 +63,5 @@ def _build(config: UpstreamSettings, default_name: str, settings: Settings) -> U
         api_key=config.api_key,
         request_timeout=settings.request_timeout,
         connect_timeout=settings.connect_timeout,
+        max_response_bytes=settings.max_response_bytes,
     )

@@ -35,6 +35,9 @@ class Upstream(ABC):
         self, endpoint: str, body: bytes, headers: Mapping[str, str]
     ) -> UpstreamResponse: ...
 
+    async def probe(self) -> None:  # noqa: B027 - a model in this process is always there
+        """Raise UpstreamError unless the model server answers (checked at start)."""
+
     async def open(self) -> None:  # noqa: B027 - most upstreams need no set-up
         """Acquire what sending needs."""
 

@@ -37,6 +37,10 @@ class ConnectionLost(Exception):
     """The connection closed before the whole answer came."""
 
 
+class AnswerTooLarge(Exception):
+    """The answer's body, decoded, is larger than the pool takes."""
+
+
 class Answer(msgspec.Struct, gc=False):
     """One HTTP answer: its status, its headers (names in lower case) and its whole body. One is
     made per request: a Struct, built in C (see ``batchd.models``)."""
@@ -69,6 +73,7 @@ class ConnectionPool:
         connect_timeout: float,
         request_timeout: float,
         max_idle: int,
+        max_body: int,
         keepalive: float = KEEPALIVE,
     ) -> None:
         url = urlsplit(base_url)
@@ -89,6 +94,7 @@ class ConnectionPool:
         self._connect_timeout = connect_timeout
         self._request_timeout = request_timeout
         self._max_idle = max_idle
+        self._max_body = max_body
         self._keepalive = keepalive
         self._idle: deque[_Connection] = deque()
         """Newest on the right."""
@@ -96,8 +102,18 @@ class ConnectionPool:
 
     async def post(self, path: str, body: bytes, headers: Mapping[str, str]) -> Answer:
         """POST ``body`` to the base URL's path + ``path``. Raises TimeoutError, ConnectionLost,
-        ProtocolError, or OSError (no connection could be made)."""
-        head = b"POST %s%s HTTP/1.1\r\n%scontent-length: %d\r\n%s\r\n" % (
+        ProtocolError, AnswerTooLarge, or OSError (no connection could be made)."""
+        return await self.request(b"POST", path, body, headers)
+
+    async def get(self, path: str) -> Answer:
+        """GET the base URL's path + ``path``; raises as ``post``."""
+        return await self.request(b"GET", path, b"", {})
+
+    async def request(
+        self, method: bytes, path: str, body: bytes, headers: Mapping[str, str]
+    ) -> Answer:
+        head = b"%s %s%s HTTP/1.1\r\n%scontent-length: %d\r\n%s\r\n" % (
+            method,
             self._path_prefix,
             path.encode(),
             self._fixed_headers,
@@ -157,8 +173,9 @@ class ConnectionPool:
 
     async def _connect(self) -> _Connection:
         loop = asyncio.get_running_loop()
+        max_body = self._max_body
         connecting = loop.create_connection(
-            _Connection,
+            lambda: _Connection(max_body),
             self._host,
             self._port,
             ssl=self._ssl,
@@ -187,12 +204,13 @@ def _header_block(headers: Mapping[str, str]) -> bytes:
 class _Connection(asyncio.Protocol):
     """One connection, carrying one request at a time."""
 
-    def __init__(self) -> None:
+    def __init__(self, max_body: int) -> None:
         self._parser = httptools.HttpResponseParser(self)
         self._transport: asyncio.Transport | None = None
         self._answer: asyncio.Future[Answer] | None = None
         self._headers: dict[str, str] = {}
-        self._body: list[bytes] = []
+        self._max_body = max_body
+        self._body = _Body(None, max_body)
         self._headers_done = False
         self.reusable = True
         self.idle_since = 0.0
@@ -251,7 +269,6 @@ class _Connection(asyncio.Protocol):
         if self._answer is None:
             raise ProtocolError("an answer nobody asked for")  # out of step: data_received closes
         self._headers = {}
-        self._body = []
         self._headers_done = False
 
     def on_header(self, name: bytes, value: bytes) -> None:
@@ -262,9 +279,19 @@ class _Connection(asyncio.Protocol):
 
     def on_headers_complete(self) -> None:
         self._headers_done = True
+        try:
+            self._body = _Body(self._headers.get("content-encoding"), self._max_body)
+            self._body.expect(self._headers.get("content-length"))
+        except (AnswerTooLarge, ProtocolError) as exc:
+            self._refuse(exc)
 
     def on_body(self, body: bytes) -> None:
-        self._body.append(body)
+        if self._answer is None:
+            return  # refused: the rest of what came is dropped with the connection
+        try:
+            self._body.feed(body)
+        except (AnswerTooLarge, ProtocolError, zlib.error) as exc:
+            self._refuse(exc)
 
     def on_message_complete(self) -> None:
         if 100 <= self._parser.get_status_code() < 200:
@@ -282,15 +309,17 @@ class _Connection(asyncio.Protocol):
             return
         if answer.done():
             return
-        body = b"".join(self._body)
-        encoding = self._headers.get("content-encoding")
-        if encoding:
-            try:
-                body = _decoded(body, encoding)
-            except (zlib.error, ProtocolError) as exc:
-                answer.set_exception(ProtocolError(f"its body cannot be decoded ({exc})"))
-                return
+        try:
+            body = self._body.finish()
+        except (AnswerTooLarge, ProtocolError, zlib.error) as exc:
+            answer.set_exception(_decoding_error(exc))
+            return
         answer.set_result(Answer(self._parser.get_status_code(), self._headers, body))
+
+    def _refuse(self, error: Exception) -> None:
+        """Fail the answer now, and drop the connection with whatever of it is still coming."""
+        self._fail(_decoding_error(error))
+        self.close()
 
     def _ends_at_close(self) -> bool:
         """The answer has neither a length nor chunks: its body is whatever comes until the
@@ -303,30 +332,74 @@ class _Connection(asyncio.Protocol):
             answer.set_exception(error)
 
 
-def _decoded(body: bytes, encoding: str) -> bytes:
-    encoding = encoding.strip().lower()
-    if encoding == "identity":
-        return body
-    if encoding in ("gzip", "x-gzip"):
-        return _gunzipped(body)
-    if encoding == "deflate":
-        try:
-            return zlib.decompress(body)
-        except zlib.error:  # some servers send deflate without zlib's header
-            return zlib.decompress(body, wbits=-zlib.MAX_WBITS)
-    raise ProtocolError(f"content-encoding {encoding!r} was not asked for")
+def _decoding_error(error: Exception) -> Exception:
+    if isinstance(error, zlib.error):
+        return ProtocolError(f"its body cannot be decoded ({error})")
+    return error
 
 
-def _gunzipped(body: bytes) -> bytes:
-    """Every member of a gzip body (a server may write several one after another)."""
-    parts = []
-    while body:
-        member = zlib.decompressobj(wbits=zlib.MAX_WBITS | 16)
-        parts.append(member.decompress(body))
-        if not member.eof:
-            raise zlib.error("the gzip body is cut short")
-        body = member.unused_data
-    return b"".join(parts)
+class _Body:
+    """An answer's body as it arrives, decoded (gzip, deflate) as it comes, and refused once it,
+    or what it decodes to, is past ``limit`` bytes: a small gzip body may inflate to gigabytes."""
+
+    def __init__(self, encoding: str | None, limit: int) -> None:
+        encoding = (encoding or "identity").strip().lower()
+        if encoding not in ("identity", "gzip", "x-gzip", "deflate"):
+            raise ProtocolError(f"content-encoding {encoding!r} was not asked for")
+        self._gzip = encoding in ("gzip", "x-gzip")
+        self._encoded = encoding != "identity"
+        self._inflater: Any = zlib.decompressobj(wbits=zlib.MAX_WBITS | 16) if self._gzip else None
+        self._limit = limit
+        self._received = 0
+        self._size = 0
+        self._chunks: list[bytes] = []
+
+    def expect(self, content_length: str | None) -> None:
+        length = (content_length or "").strip()
+        if length.isdigit() and int(length) > self._limit:
+            raise AnswerTooLarge(int(length))
+
+    def feed(self, data: bytes) -> None:
+        self._received += len(data)
+        if self._received > self._limit:
+            raise AnswerTooLarge(self._received)
+        if self._encoded:
+            self._inflate(data)
+        else:
+            self._keep(data)
+
+    def finish(self) -> bytes:
+        if self._inflater is not None:
+            if self._gzip and not self._inflater.eof:
+                raise zlib.error("the gzip body is cut short")
+            self._keep(self._inflater.flush())
+        return b"".join(self._chunks)
+
+    def _keep(self, data: bytes) -> None:
+        self._size += len(data)
+        if self._size > self._limit:
+            raise AnswerTooLarge(self._size)
+        self._chunks.append(data)
+
+    def _inflate(self, data: bytes) -> None:
+        while data:
+            if self._inflater is None:  # deflate: with zlib's header or, from some servers, raw
+                self._inflater = zlib.decompressobj(_deflate_wbits(data))
+            inflater = self._inflater
+            self._keep(inflater.decompress(data, self._limit - self._size + 1))
+            if inflater.unconsumed_tail:  # stopped at the limit: more would only be too much
+                raise AnswerTooLarge(self._size)
+            data = inflater.unused_data if inflater.eof else b""
+            if data and self._gzip:  # the next member of a multi-member gzip body
+                self._inflater = zlib.decompressobj(wbits=zlib.MAX_WBITS | 16)
+            elif data:
+                return  # bytes after a deflate stream's end: not part of the body
+
+
+def _deflate_wbits(data: bytes) -> int:
+    """zlib's wrapper when the first two bytes are its header, else raw deflate."""
+    wrapped = len(data) >= 2 and data[0] & 0x0F == 8 and ((data[0] << 8) | data[1]) % 31 == 0
+    return zlib.MAX_WBITS if wrapped else -zlib.MAX_WBITS
 
 
 def _expire(answer: asyncio.Future[Any]) -> None:

@@ -2,11 +2,23 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Awaitable, Mapping
 
-from batchd.errors import UpstreamDisconnected, UpstreamTimeout, UpstreamUnreachable
+from batchd.errors import (
+    ResponseTooLarge,
+    UpstreamDisconnected,
+    UpstreamError,
+    UpstreamTimeout,
+    UpstreamUnreachable,
+)
 from batchd.upstreams.base import Upstream, UpstreamResponse
-from batchd.upstreams.connections import ConnectionLost, ConnectionPool, ProtocolError
+from batchd.upstreams.connections import (
+    Answer,
+    AnswerTooLarge,
+    ConnectionLost,
+    ConnectionPool,
+    ProtocolError,
+)
 
 
 class HttpUpstream(Upstream):
@@ -20,6 +32,7 @@ class HttpUpstream(Upstream):
         api_key: str | None,
         request_timeout: float,
         connect_timeout: float,
+        max_response_bytes: int,
     ) -> None:
         self.name = name
         self.models = models
@@ -33,7 +46,9 @@ class HttpUpstream(Upstream):
             connect_timeout=connect_timeout,
             request_timeout=request_timeout,
             max_idle=max_concurrency,
+            max_body=max_response_bytes,
         )
+        self._max_response_bytes = max_response_bytes
 
     async def close(self) -> None:
         await self._connections.close()
@@ -43,8 +58,23 @@ class HttpUpstream(Upstream):
     ) -> UpstreamResponse:
         """``endpoint`` ``/v1/chat/completions`` goes to ``{base_url}/chat/completions``: the
         base URL ends in /v1."""
+        answer = await self._asking(
+            self._connections.post(endpoint.removeprefix("/v1"), body, headers)
+        )
+        return UpstreamResponse(
+            answer.status, answer.body, answer.headers.get("x-request-id"), answer.headers
+        )
+
+    async def probe(self) -> None:
+        """``GET /models``: raise UpstreamError unless the server answers it with a 2xx."""
+        answer = await self._asking(self._connections.get("/models"))
+        if not 200 <= answer.status < 300:
+            raise UpstreamError(f"The model server answered {answer.status} to GET /models.")
+
+    async def _asking(self, asking: Awaitable[Answer]) -> Answer:
+        """The answer, or the UpstreamError that says why none came."""
         try:
-            answer = await self._connections.post(endpoint.removeprefix("/v1"), body, headers)
+            return await asking
         except TimeoutError as exc:
             raise UpstreamTimeout() from exc
         except ConnectionLost as exc:
@@ -54,10 +84,12 @@ class HttpUpstream(Upstream):
         except ProtocolError as exc:
             message = f"The model server's answer could not be read: {exc}."
             raise UpstreamDisconnected(message) from exc
+        except AnswerTooLarge as exc:
+            raise ResponseTooLarge(
+                f"The model server's answer is larger than max_response_bytes "
+                f"({self._max_response_bytes:,} bytes), counted after decompression."
+            ) from exc
         except OSError as exc:
             raise UpstreamUnreachable(
                 f"The model server could not be reached ({type(exc).__name__}: {exc})."
             ) from exc
-        return UpstreamResponse(
-            answer.status, answer.body, answer.headers.get("x-request-id"), answer.headers
-        )

@@ -1,6 +1,6 @@
-"""The worker: loops that validate, dispatch and finalize, plus the housekeeping that keeps leases
-alive and, at start, deletes the lines a stopped worker left of batches already finished. (Work
-whose worker died is taken over by claims, once its lease has run out.)"""
+"""The worker: loops that validate, dispatch and finalize, the renewal of its leases, and the
+housekeeping that expires files and, at start, deletes the lines a stopped worker left of batches
+already finished. (Work whose worker died is taken over by claims, once its lease has run out.)"""
 
 from __future__ import annotations
 
@@ -14,24 +14,38 @@ from batchd import ids
 from batchd.batches import log_status
 from batchd.blobstore import BlobStore
 from batchd.clock import Clock, SystemClock
+from batchd.errors import StoreError
 from batchd.files import purge_expired
 from batchd.metrics import Metrics, MetricsServer
 from batchd.models import TERMINAL, Batch, BatchStatus
 from batchd.settings import Settings
 from batchd.store import SqlStore
 from batchd.upstreams import UpstreamRouter
-from batchd.worker.breaker import CircuitBreaker
 from batchd.worker.commits import GroupCommitter
 from batchd.worker.dispatch import Dispatcher
 from batchd.worker.finalize import Finalizer, drop_lines
 from batchd.worker.ingest import Ingest
-from batchd.worker.retry import RetryPolicy
+from batchd.worker.reporter import UpstreamReporter
 from batchd.worker.spool import ResultSpool
+from batchd.worker.supervisor import Supervisor
 
 log = logging.getLogger("batchd.worker")
 
 
 class Worker:
+    """Every long-lived task of a worker, under one supervisor:
+
+    - ``committer``: group commits of results (``commits.py``);
+    - ``feeder:UPSTREAM`` and ``sender:UPSTREAM`` (max_concurrency of them): each upstream's
+      dispatch (``dispatch.py``);
+    - ``ingest`` and ``finalize``: the whole-batch phases, one batch at a time;
+    - ``leases``: renewing the leases of what this worker holds;
+    - ``housekeeping``: expiry, and lines a stopped worker left of finished batches;
+    - ``upstreams``: each upstream's state, to the log and the store (``GET /v1/upstreams``).
+
+    ``on_fatal`` is called once a task keeps failing: the process is to exit non-zero.
+    """
+
     def __init__(
         self,
         settings: Settings,
@@ -40,20 +54,22 @@ class Worker:
         router: UpstreamRouter,
         clock: Clock | None = None,
         metrics: Metrics | None = None,
+        on_fatal: Callable[[str], None] = lambda task: None,
     ) -> None:
         self.id = ids.worker_id()
         self.metrics = metrics or Metrics()
         self._settings = settings
         self._store = store
         self._blobs = blobs
+        self._router = router
         self._clock = clock or SystemClock()
         self._stopping = asyncio.Event()
         self._validate_wake = asyncio.Event()
         self._finalize_wake = asyncio.Event()
         self._held: set[str] = set()
-        self._tasks: list[asyncio.Task[None]] = []
         self._ingest = Ingest(store, blobs, router, settings)
         self._finalizer = Finalizer(store, blobs)
+        self.supervisor = Supervisor(on_fatal)
         self.committer = GroupCommitter(
             store, ResultSpool(store, blobs), self.id, on_commit=self._finalize_wake.set
         )
@@ -66,26 +82,27 @@ class Worker:
                 committer=self.committer,
                 owner=self.id,
                 clock=self._clock,
-                lease_seconds=settings.lease_seconds,
-                poll_interval=settings.poll_interval,
-                retry=RetryPolicy(
-                    settings.max_attempts, settings.retry_base_delay, settings.retry_max_delay
-                ),
-                breaker=CircuitBreaker(
-                    threshold=settings.breaker_threshold,
-                    base_cooldown=settings.breaker_base_cooldown,
-                    max_cooldown=settings.breaker_max_cooldown,
-                    clock=self._clock,
-                ),
+                settings=settings,
                 metrics=self.metrics.upstream(upstream.name),
             )
             for upstream in router.upstreams
         ]
+        self._reporter = UpstreamReporter(
+            store, self.id, self.dispatchers, self._clock, settings.lease_seconds
+        )
         self._metrics_server = (
             MetricsServer(self.metrics, store, settings.host, settings.metrics_port)
             if settings.metrics_port is not None
             else None
         )
+
+    @property
+    def trouble(self) -> list[str]:
+        """What keeps this worker from doing its work now: tasks down, commits failing."""
+        trouble = [f"worker task {name}" for name in self.supervisor.trouble]
+        if self.committer.stalled:
+            trouble.append("result commits")
+        return trouble
 
     def notify(self) -> None:
         """A batch was created or cancelled in this process: react now, not at the next poll."""
@@ -98,18 +115,22 @@ class Worker:
         if self._metrics_server is not None:
             await self._metrics_server.start()
         log.info("worker_started", extra={"worker": self.id})
-        self._committer_task = asyncio.create_task(self.committer.run())
-        self._tasks = [
-            asyncio.create_task(self._phase_loop(self._validate_one, self._validate_wake)),
-            asyncio.create_task(self._phase_loop(self._finalize_one, self._finalize_wake)),
-            asyncio.create_task(self._housekeeping()),
-            *(asyncio.create_task(d.run(self._stopping)) for d in self.dispatchers),
-        ]
+        spawn = self.supervisor.spawn
+        spawn("committer", self.committer.run)
+        spawn("ingest", lambda: self._phase_loop(self._validate_one, self._validate_wake))
+        spawn("finalize", lambda: self._phase_loop(self._finalize_one, self._finalize_wake))
+        spawn("leases", self._renew_leases)
+        spawn("housekeeping", self._housekeeping)
+        spawn("upstreams", lambda: self._reporter.run(self._stopping))
+        for dispatcher in self.dispatchers:
+            dispatcher.start(self.supervisor)
 
     async def stop(self, grace: float = 10.0) -> None:
         """Stop claiming; let requests in flight finish within ``grace``; commit their results."""
         self._stopping.set()
         self.notify()
+        for dispatcher in self.dispatchers:
+            await dispatcher.stop_claiming()
         in_flight = [asyncio.create_task(d.wait_in_flight()) for d in self.dispatchers]
         if in_flight:
             await asyncio.wait(in_flight, timeout=grace)
@@ -119,11 +140,8 @@ class Worker:
             await asyncio.wait_for(self.committer.flush(), timeout=grace)
         except TimeoutError:
             log.error("shutdown_commit_timeout: results not committed will be redone")
-        for task in [*self._tasks, self._committer_task]:
-            task.cancel()
-        for task in [*self._tasks, self._committer_task]:
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+        await self.supervisor.stop()
+        await self._reporter.forget()
         if self._metrics_server is not None:
             await self._metrics_server.stop()
         log.info("worker_stopped", extra={"worker": self.id})
@@ -133,7 +151,7 @@ class Worker:
             try:
                 did_work = await step()
             except Exception:
-                log.exception("worker_step_failed")
+                log.exception("worker_step_failed")  # one batch's trouble: the others go on
                 did_work = False
             if not did_work:
                 wake.clear()
@@ -144,6 +162,8 @@ class Worker:
         return self._clock.now() + self._settings.lease_seconds
 
     async def _validate_one(self) -> bool:
+        if self.committer.stalled:
+            return False  # the store or the disk cannot take writes: start nothing new
         batch = await self._store.claim_batch_to_validate(
             self.id, self._clock.now(), self._lease_until()
         )
@@ -181,30 +201,40 @@ class Worker:
     async def _hold(
         self, batch: Batch, phase: Callable[[Batch, str, int], Awaitable[object]]
     ) -> None:
-        """Run a whole-batch phase while housekeeping renews the batch's lease."""
+        """Run a whole-batch phase while the lease renewal renews the batch's lease."""
         self._held.add(batch.id)
         try:
             await phase(batch, self.id, int(self._clock.now()))
         finally:
             self._held.discard(batch.id)
 
-    async def _housekeeping(self) -> None:
-        interval = self._settings.lease_seconds / 3
-        try:
-            for batch_id in await self._store.batches_with_lines_left():
-                await drop_lines(self._store, self._blobs, batch_id)
-        except Exception:
-            log.exception("housekeeping_failed")
+    async def _renew_leases(self) -> None:
+        """Renew the leases of every line and batch this worker holds, every third of a lease."""
         while not self._stopping.is_set():
             try:
                 until = self._lease_until()
                 await self._store.renew_request_leases(self.id, until)
                 for dispatcher in self.dispatchers:
-                    dispatcher.leases_renewed_until = until
+                    dispatcher.senders.leases_renewed_until = until
                 for batch_id in list(self._held):
                     await self._store.renew_batch_lease(batch_id, self.id, until)
+            except StoreError as exc:
+                log.warning("lease_renewal_failed", extra={"worker": self.id, "error": str(exc)})
+            await self._pause(self._settings.lease_seconds / 3)
+
+    async def _housekeeping(self) -> None:
+        try:
+            for batch_id in await self._store.batches_with_lines_left():
+                await drop_lines(self._store, self._blobs, batch_id)
+        except (StoreError, OSError):
+            log.exception("housekeeping_failed")
+        while not self._stopping.is_set():
+            try:
                 await purge_expired(self._store, self._blobs, int(self._clock.now()))
-            except Exception:
+            except (StoreError, OSError):
                 log.exception("housekeeping_failed")
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._stopping.wait(), timeout=interval)
+            await self._pause(self._settings.lease_seconds / 3)
+
+    async def _pause(self, seconds: float) -> None:
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._stopping.wait(), timeout=seconds)

@@ -2,7 +2,7 @@ from urllib.parse import quote, unquote
 
 import pytest
 
-from batchd.worker.dispatch import _header_safe
+from batchd.worker.senders import _header_safe
 
 
 @pytest.mark.parametrize("custom_id", ["request-1", "r_2.3~x", "ABC", ""])
