@@ -21,6 +21,7 @@ import orjson
 
 from batchd.heap import tune_collector
 from batchd.result_lines import answered_line
+from batchd.settings import Settings
 from batchd.upstreams.connections import ConnectionPool
 
 Client = Literal["aiohttp", "batchd"]
@@ -44,6 +45,7 @@ async def run_baseline(
             connect_timeout=10,
             request_timeout=600,
             max_idle=concurrency,
+            max_body=Settings.model_fields["max_response_bytes"].default,
         )
 
         async def post_batchd(path: str, body: bytes) -> tuple[int, str | None, bytes]:

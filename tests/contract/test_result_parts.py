@@ -80,6 +80,38 @@ async def test_every_line_lands_once_in_its_file(store: SqlStore, tmp_path: Path
     assert await store.result_parts(batch.id) == []
 
 
+async def test_large_lines_are_written_on_their_own_and_land_whole(
+    store: SqlStore, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Lines past LARGE_LINE are written apart from their group's small ones (no copy of the
+    whole group), and every byte still lands where the store says, in order; past
+    KEPT_LINE_BYTES a line goes to a part even among the first lines of a batch. (Files keep
+    no order: parts come first.)"""
+    monkeypatch.setattr(spool_module, "KEPT_IN_STORE", 256)
+    monkeypatch.setattr(spool_module, "LARGE_LINE", 64)
+    monkeypatch.setattr(spool_module, "KEPT_LINE_BYTES", 64)
+    blobs = open_blobstore(tmp_path)
+    batch = await make_running_batch(store, lines=6)
+    claims = await store.claim_requests(batch.id, "w", 6, NOW, NOW + LEASE)
+    sizes = [10, 200, 10, 10, 300, 400]
+    results = [
+        RequestResult(c.batch_id, c.line, RequestState.SUCCEEDED, _padded(c.line, n), span=c.span)
+        for c, n in zip(claims, sizes, strict=True)
+    ]
+    await commit(store, ResultSpool(store, blobs), "w", results)
+    assert [r.part is not None for r in results] == [False, True, False, False, True, True]
+
+    done = await finalize(store, blobs, batch)
+
+    assert sorted(await lines_of(store, blobs, done.output_file_id)) == sorted(
+        _padded(line, size) for line, size in zip(range(1, 7), sizes, strict=True)
+    )
+
+
+def _padded(line: int, size: int) -> bytes:
+    return orjson.dumps({"line": line, "pad": "x" * size})
+
+
 async def test_lines_of_a_lost_lease_are_not_copied(store: SqlStore, tmp_path: Path) -> None:
     """A worker whose span was taken over still writes its late answers to its part; they are
     not counted, so that part is read line by line, not copied whole."""

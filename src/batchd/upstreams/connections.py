@@ -373,7 +373,8 @@ class _Body:
             if self._gzip and not self._inflater.eof:
                 raise zlib.error("the gzip body is cut short")
             self._keep(self._inflater.flush())
-        return b"".join(self._chunks)
+        body, self._chunks = b"".join(self._chunks), []  # the connection outlives the answer
+        return body
 
     def _keep(self, data: bytes) -> None:
         self._size += len(data)

@@ -14,6 +14,7 @@ batch of a hundred lines costs (200 such batches at once ran ~15 % slower with p
 from __future__ import annotations
 
 from collections import OrderedDict
+from collections.abc import Iterator
 from dataclasses import dataclass
 
 from batchd.blobstore import BlobStore
@@ -22,6 +23,11 @@ from batchd.store import SqlStore
 
 KEPT_IN_STORE = 256
 """Lines of each batch a worker keeps in the store before it starts writing parts."""
+KEPT_LINE_BYTES = 64 * 1024
+"""A line this long goes to a part even then: the store would hold it in its page cache, and read
+it back with a page of others while finalizing."""
+LARGE_LINE = 1 << 20
+"""A line this long is written to its part on its own, not copied together with the others."""
 MAX_OPEN_PARTS = 4096
 """Parts remembered for appending (more than a group can touch); past this many, the least recently
 used are forgotten, and a later result of their batch starts a new part."""
@@ -43,8 +49,10 @@ class _OpenPart:
     key: str
     end: int  # where the next line starts
 
-    def append(self, results: list[RequestResult]) -> tuple[str, int, bytes]:
-        """Give each result its place at the end of this part; the write that puts them there."""
+    def append(self, results: list[RequestResult]) -> list[tuple[str, int, bytes]]:
+        """Give each result its place at the end of this part; the writes that put them there:
+        one for them all, but for a line of a megabyte or more, which is written on its own
+        rather than copied into the others' (an answer may be 64 MiB)."""
         start = end = self.end
         for result in results:
             length = len(result.output_line) + 1
@@ -52,8 +60,26 @@ class _OpenPart:
             end += length
         self.end = end
         lines = [result.output_line for result in results]
-        lines.append(b"")
-        return self.key, start, b"\n".join(lines)
+        if max(map(len, lines)) < LARGE_LINE:
+            lines.append(b"")
+            return [(self.key, start, b"\n".join(lines))]
+        return list(self._writes(start, lines))
+
+    def _writes(self, at: int, lines: list[bytes]) -> Iterator[tuple[str, int, bytes]]:
+        pending: list[bytes] = []  # small lines (and newlines) to write together, from ``at``
+        for line in lines:
+            if len(line) < LARGE_LINE:
+                pending += (line, b"\n")
+                continue
+            if pending:
+                chunk = b"".join(pending)
+                yield self.key, at, chunk
+                at += len(chunk)
+            yield self.key, at, line
+            at += len(line)
+            pending = [b"\n"]
+        if pending:
+            yield self.key, at, b"".join(pending)
 
 
 class ResultSpool:
@@ -80,7 +106,11 @@ class ResultSpool:
                 self._parts.move_to_end(where)  # not to be forgotten while the group opens parts
             else:
                 await self._open(where)
-        writes = [self._parts[where].append(results) for where, results in by_part.items()]
+        writes = [
+            write
+            for where, results in by_part.items()
+            for write in self._parts[where].append(results)
+        ]
         try:
             await self._blobs.write_at(writes)
         except OSError:
@@ -91,7 +121,7 @@ class ResultSpool:
     def _to_part(self, result: RequestResult) -> bool:
         """Whether the result's line goes to a part (else it stays whole in the store)."""
         kept = self._kept.get(result.batch_id, 0)
-        if kept >= KEPT_IN_STORE:
+        if kept >= KEPT_IN_STORE or len(result.output_line) >= KEPT_LINE_BYTES:
             return True
         result.part = None  # it may have been given one by a write that failed
         self._kept[result.batch_id] = kept + 1
