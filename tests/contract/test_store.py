@@ -22,6 +22,7 @@ from batchd.models import (
     RequestResult,
     RequestState,
     StoredFile,
+    UpstreamStatus,
     Usage,
 )
 from batchd.store import SqlStore, open_store
@@ -554,6 +555,61 @@ async def test_a_lapsed_span_is_taken_over_without_its_finished_lines(store: Sql
     await store.record_results("b", [result(c) for c in again])
     waiting = await store.claim_requests(batch.id, "c", 4, NOW + 2 * LEASE, NOW + 3 * LEASE)
     assert [(c.line, c.attempts, c.span) for c in waiting] == [(2, 2, None)]
+
+
+async def test_a_worker_never_takes_back_its_own_lapsed_lines(store: SqlStore) -> None:
+    """Its lease lapsed only because renewals failed (the store away): it may still hold answers
+    of those lines. Another worker takes them over; it does not, and renewing makes them its own
+    again."""
+    batch = await make_running_batch(store, lines=3)
+    claims = await store.claim_requests(batch.id, "a", 2, NOW, NOW + LEASE)
+    await store.record_results("a", [retry(claims[0], NOW)])
+    later = NOW + 2 * LEASE
+    assert [c.line for c in await store.claim_requests(batch.id, "a", 3, later, later + 1)] == [1]
+    assert [c.line for c in await store.claim_requests(batch.id, "a", 3, later, later + 1)] == [3]
+    assert await store.claim_requests(batch.id, "a", 3, later, later + 1) == []
+    taken = await store.claim_requests(batch.id, "b", 3, later, later + 1)
+    assert [c.line for c in taken] == [2]
+
+
+async def test_recording_again_after_an_unclear_failure_counts_nothing_twice(
+    store: SqlStore,
+) -> None:
+    """A group committed, then retried because an error was reported after the commit: lines
+    already recorded are skipped, not refused (which wedged the committer) nor counted again."""
+    batch = await make_running_batch(store, lines=4)
+    claims = await store.claim_requests(batch.id, "w", 4, NOW, NOW + LEASE)
+    group = [
+        result(claims[0], usage=Usage(10, 0, 5, 0, 15)),
+        retry(claims[1], NOW + 5),
+        result(claims[2], RequestState.FAILED),
+    ]
+    await store.record_results("w", group)
+    with pytest.raises(StoreError):
+        await store.record_results("w", group)
+    await store.record_results("w", [*group, result(claims[3])], again=True)
+    after = await fetch(store, batch.id)
+    assert (after.completed, after.failed, after.usage.total_tokens) == (2, 1, 15)
+    again = await store.claim_requests(batch.id, "w", 4, NOW + 5, NOW + LEASE)
+    assert [(c.line, c.attempts) for c in again] == [(2, 2)]
+
+
+async def test_upstream_states_are_kept_per_worker_and_forgotten(store: SqlStore) -> None:
+    """Each worker's view replaces its last; stale views are left out; a stopping worker's go."""
+    ok = UpstreamStatus("u", "ok", None, None, 0, 1)
+    failing = UpstreamStatus("u", "failing", "connection refused", NOW, 8, 1)
+    await store.report_upstream_status("w1", [ok], NOW)
+    await store.report_upstream_status("w1", [failing], NOW + 1)
+    await store.report_upstream_status("w2", [ok], NOW - 100)
+    assert await store.upstream_status(NOW - 10) == [failing]
+    assert len(await store.upstream_status(NOW - 1000)) == 2
+    await store.forget_upstream_status("w1")
+    assert await store.upstream_status(NOW - 10) == []
+
+
+async def test_a_write_check_writes(store: SqlStore) -> None:
+    await store.check_writes("host-1", NOW)
+    await store.check_writes("host-1", NOW + 1)
 
 
 async def test_renew_request_leases(store: SqlStore) -> None:
