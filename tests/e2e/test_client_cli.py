@@ -17,6 +17,7 @@ import pytest
 
 from tests.e2e.conftest import ModelServer, Server, ServerFactory, wait_for_batch
 from tests.e2e.lines import request_line, submit, write_jsonl
+from tests.fakes.model_server import start_model_server_process, stop_model_server_process
 from tests.support.ports import free_port
 
 CHAT = "/v1/chat/completions"
@@ -475,3 +476,36 @@ def test_validate_json_and_a_valid_file(tmp_path: Path) -> None:
     assert good["valid"] is True and good["requests"] == 3 and good["model"] == "gpt-test"
     unserved = cli.run("validate", str(bad), "--endpoint", CHAT, "--model", "other")
     assert "model_not_found" in unserved.stdout
+
+
+def test_submit_wait_says_why_the_batch_is_held_up(
+    start_server: ServerFactory, tmp_path: Path
+) -> None:
+    """With the model server down, the progress says which one and why, instead of a silent
+    ETA; once it answers, the batch completes."""
+    port = free_port()
+    server = start_server("--upstream", f"gpt-test@http://127.0.0.1:{port}/v1", upstream=False)
+    cli = Cli(server.base_url, tmp_path)
+    waiting = cli.start(
+        "submit",
+        str(chat_file(tmp_path, 3)),
+        "--endpoint",
+        CHAT,
+        "--wait",
+        "--poll-interval",
+        "0.2",
+    )
+    assert waiting.stderr is not None
+    seen = ""
+    while "retrying" not in seen:
+        line = waiting.stderr.readline()
+        assert line, f"batchd submit ended without saying why: {seen}"
+        seen += line
+    assert "model server upstream-0" in seen and "(connection refused), retrying" in seen
+    process, _ = start_model_server_process(tmp_path, port=port)
+    try:
+        _, rest = waiting.communicate(timeout=60)
+    finally:
+        stop_model_server_process(process)
+    assert waiting.returncode == 0, seen + rest
+    assert "completed: 3/3 done, 0 failed" in rest
