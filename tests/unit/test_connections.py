@@ -24,6 +24,7 @@ import uvicorn
 from batchd.errors import (
     ResponseTooLarge,
     UpstreamDisconnected,
+    UpstreamError,
     UpstreamTimeout,
     UpstreamUnreachable,
 )
@@ -35,6 +36,7 @@ from batchd.upstreams.connections import (
     ProtocolError,
 )
 from batchd.upstreams.http import HttpUpstream
+from tests.support.ports import free_port
 
 pytestmark = pytest.mark.anyio
 
@@ -683,3 +685,28 @@ async def test_uvicorn_closing_idle_connections_costs_no_request(http: str) -> N
             assert (await upstream.send("/v1/json", b"{}", {})).status == 200
             await asyncio.sleep(0.4)  # past uvicorn's keep-alive: it closes the connection
         await upstream.close()
+
+
+@pytest.mark.parametrize(
+    ("status", "trouble"), [(200, False), (404, False), (401, True), (403, True), (502, True)]
+)
+async def test_the_check_at_start_asks_for_the_models(status: int, trouble: bool) -> None:
+    """GET /models: a key refused or a server failing is trouble to warn of; a server that lists
+    no models (404) is fine."""
+    reply = b"HTTP/1.1 %d X\r\ncontent-length: 2\r\n\r\n{}" % status
+    async with scripted([ok(reply)]) as server:
+        upstream = upstream_for(server.port)
+        if trouble:
+            with pytest.raises(UpstreamError, match=f"answered {status} to GET /models"):
+                await upstream.probe()
+        else:
+            await upstream.probe()
+        await upstream.close()
+    assert server.requests[0].startswith(b"GET /v1/models HTTP/1.1\r\n")
+
+
+async def test_the_check_at_start_of_a_server_that_is_not_there() -> None:
+    upstream = upstream_for(free_port())
+    with pytest.raises(UpstreamUnreachable):
+        await upstream.probe()
+    await upstream.close()

@@ -210,7 +210,9 @@ class _Connection(asyncio.Protocol):
         self._answer: asyncio.Future[Answer] | None = None
         self._headers: dict[str, str] = {}
         self._max_body = max_body
-        self._body = _Body(None, max_body)
+        self._body: list[bytes] = []
+        self._size = 0  # of the body so far, decoded
+        self._inflater: _Inflater | None = None
         self._headers_done = False
         self.reusable = True
         self.idle_since = 0.0
@@ -279,9 +281,12 @@ class _Connection(asyncio.Protocol):
 
     def on_headers_complete(self) -> None:
         self._headers_done = True
+        self._body, self._size = [], 0
+        length = self._headers.get("content-length")
         try:
-            self._body = _Body(self._headers.get("content-encoding"), self._max_body)
-            self._body.expect(self._headers.get("content-length"))
+            if length is not None and length.isdigit() and int(length) > self._max_body:
+                raise AnswerTooLarge(int(length))
+            self._inflater = _inflater_for(self._headers.get("content-encoding"), self._max_body)
         except (AnswerTooLarge, ProtocolError) as exc:
             self._refuse(exc)
 
@@ -289,9 +294,17 @@ class _Connection(asyncio.Protocol):
         if self._answer is None:
             return  # refused: the rest of what came is dropped with the connection
         try:
-            self._body.feed(body)
-        except (AnswerTooLarge, ProtocolError, zlib.error) as exc:
+            if self._inflater is not None:
+                body = self._inflater.inflate(body, self._max_body - self._size)
+            self._keep(body)
+        except (AnswerTooLarge, zlib.error) as exc:
             self._refuse(exc)
+
+    def _keep(self, body: bytes) -> None:
+        self._size += len(body)
+        if self._size > self._max_body:
+            raise AnswerTooLarge(self._size)
+        self._body.append(body)
 
     def on_message_complete(self) -> None:
         if 100 <= self._parser.get_status_code() < 200:
@@ -310,10 +323,12 @@ class _Connection(asyncio.Protocol):
         if answer.done():
             return
         try:
-            body = self._body.finish()
-        except (AnswerTooLarge, ProtocolError, zlib.error) as exc:
+            if self._inflater is not None:
+                self._keep(self._inflater.finish())
+        except (AnswerTooLarge, zlib.error) as exc:
             answer.set_exception(_decoding_error(exc))
             return
+        body, self._body = b"".join(self._body), []  # the connection outlives the answer
         answer.set_result(Answer(self._parser.get_status_code(), self._headers, body))
 
     def _refuse(self, error: Exception) -> None:
@@ -338,63 +353,57 @@ def _decoding_error(error: Exception) -> Exception:
     return error
 
 
-class _Body:
-    """An answer's body as it arrives, decoded (gzip, deflate) as it comes, and refused once it,
-    or what it decodes to, is past ``limit`` bytes: a small gzip body may inflate to gigabytes."""
+def _inflater_for(encoding: str | None, limit: int) -> _Inflater | None:
+    if encoding is None or (encoding := encoding.strip().lower()) == "identity":
+        return None
+    if encoding not in ("gzip", "x-gzip", "deflate"):
+        raise ProtocolError(f"content-encoding {encoding!r} was not asked for")
+    return _Inflater(gzip=encoding != "deflate", limit=limit)
 
-    def __init__(self, encoding: str | None, limit: int) -> None:
-        encoding = (encoding or "identity").strip().lower()
-        if encoding not in ("identity", "gzip", "x-gzip", "deflate"):
-            raise ProtocolError(f"content-encoding {encoding!r} was not asked for")
-        self._gzip = encoding in ("gzip", "x-gzip")
-        self._encoded = encoding != "identity"
-        self._inflater: Any = zlib.decompressobj(wbits=zlib.MAX_WBITS | 16) if self._gzip else None
+
+class _Inflater:
+    """A gzip or deflate body inflated as it arrives, never further than the room left: a small
+    body may inflate to gigabytes. Several gzip members are inflated one after the other."""
+
+    def __init__(self, *, gzip: bool, limit: int) -> None:
+        self._gzip = gzip
         self._limit = limit
         self._received = 0
-        self._size = 0
-        self._chunks: list[bytes] = []
+        self._inflater: Any = self._gzip_member() if gzip else None
 
-    def expect(self, content_length: str | None) -> None:
-        length = (content_length or "").strip()
-        if length.isdigit() and int(length) > self._limit:
-            raise AnswerTooLarge(int(length))
-
-    def feed(self, data: bytes) -> None:
+    def inflate(self, data: bytes, room: int) -> bytes:
+        """What ``data`` inflates to; AnswerTooLarge if past ``room`` bytes."""
         self._received += len(data)
         if self._received > self._limit:
             raise AnswerTooLarge(self._received)
-        if self._encoded:
-            self._inflate(data)
-        else:
-            self._keep(data)
-
-    def finish(self) -> bytes:
-        if self._inflater is not None:
-            if self._gzip and not self._inflater.eof:
-                raise zlib.error("the gzip body is cut short")
-            self._keep(self._inflater.flush())
-        body, self._chunks = b"".join(self._chunks), []  # the connection outlives the answer
-        return body
-
-    def _keep(self, data: bytes) -> None:
-        self._size += len(data)
-        if self._size > self._limit:
-            raise AnswerTooLarge(self._size)
-        self._chunks.append(data)
-
-    def _inflate(self, data: bytes) -> None:
+        pieces = []
         while data:
             if self._inflater is None:  # deflate: with zlib's header or, from some servers, raw
                 self._inflater = zlib.decompressobj(_deflate_wbits(data))
             inflater = self._inflater
-            self._keep(inflater.decompress(data, self._limit - self._size + 1))
-            if inflater.unconsumed_tail:  # stopped at the limit: more would only be too much
-                raise AnswerTooLarge(self._size)
+            pieces.append(inflater.decompress(data, room + 1))
+            room -= len(pieces[-1])
+            if room < 0 or inflater.unconsumed_tail:  # stopped past the room: too large
+                raise AnswerTooLarge(self._limit)
             data = inflater.unused_data if inflater.eof else b""
             if data and self._gzip:  # the next member of a multi-member gzip body
-                self._inflater = zlib.decompressobj(wbits=zlib.MAX_WBITS | 16)
+                self._inflater = self._gzip_member()
             elif data:
-                return  # bytes after a deflate stream's end: not part of the body
+                break  # bytes after a deflate stream's end: not part of the body
+        return b"".join(pieces)
+
+    def finish(self) -> bytes:
+        """The rest, once the whole body has come."""
+        if self._inflater is None:
+            return b""
+        if self._gzip and self._received and not self._inflater.eof:
+            raise zlib.error("the gzip body is cut short")
+        rest: bytes = self._inflater.flush()
+        return rest
+
+    @staticmethod
+    def _gzip_member() -> Any:
+        return zlib.decompressobj(wbits=zlib.MAX_WBITS | 16)
 
 
 def _deflate_wbits(data: bytes) -> int:

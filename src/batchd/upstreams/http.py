@@ -66,9 +66,10 @@ class HttpUpstream(Upstream):
         )
 
     async def probe(self) -> None:
-        """``GET /models``: raise UpstreamError unless the server answers it with a 2xx."""
+        """``GET /models``: raise UpstreamError if the server does not answer, refuses the key
+        (401, 403) or fails (5xx). Any other answer will do: not every server lists models."""
         answer = await self._asking(self._connections.get("/models"))
-        if not 200 <= answer.status < 300:
+        if answer.status in (401, 403) or answer.status >= 500:
             raise UpstreamError(f"The model server answered {answer.status} to GET /models.")
 
     async def _asking(self, asking: Awaitable[Answer]) -> Answer:

@@ -99,10 +99,7 @@ class Dispatcher:
     def start(self, supervisor: Supervisor) -> None:
         name = self.upstream.name
         self._feeding = supervisor.spawn(f"feeder:{name}", lambda: self.feeder.run(self._stopping))
-        self.senders.tasks = {
-            supervisor.spawn(f"sender:{name}", lambda: self.senders.run(self._stopping))
-            for _ in range(self.upstream.max_concurrency)
-        }
+        self.senders.start(supervisor, self._stopping)
 
     def wake(self) -> None:
         self.feeder.wake()

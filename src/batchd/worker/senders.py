@@ -30,6 +30,7 @@ from batchd.worker.breaker import CircuitBreaker
 from batchd.worker.commits import GroupCommitter
 from batchd.worker.jobs import Job, ReadyJobs
 from batchd.worker.outcomes import Outcomes
+from batchd.worker.supervisor import Supervisor
 
 log = logging.getLogger("batchd.worker")
 
@@ -63,7 +64,7 @@ class Senders:
         self._sending: dict[asyncio.Task[None], str] = {}  # sender → the batch of its request
         self._abandoned: set[asyncio.Task[None]] = set()  # senders told to drop their request
         self._admitting = asyncio.Lock()  # while the breaker is open, one sender waits on it
-        self.tasks: set[asyncio.Task[None]] = set()  # set by whoever starts the senders
+        self.tasks: set[asyncio.Task[None]] = set()
         self.leases_renewed_until = 0.0  # set by the worker's lease renewal
 
     @property
@@ -84,7 +85,15 @@ class Senders:
                 self._abandoned.add(sender)
                 sender.cancel()
 
-    async def run(self, stopping: asyncio.Event) -> None:
+    def start(self, supervisor: Supervisor, stopping: asyncio.Event) -> None:
+        """Start ``max_concurrency`` senders, each under the supervisor."""
+        name = f"sender:{self._upstream.name}"
+        self.tasks = {
+            supervisor.spawn(name, lambda: self._run(stopping))
+            for _ in range(self._upstream.max_concurrency)
+        }
+
+    async def _run(self, stopping: asyncio.Event) -> None:
         """One sender: send lines until ``stopping`` is set and its request in flight is over."""
         me = asyncio.current_task()
         assert me is not None
