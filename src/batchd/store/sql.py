@@ -352,7 +352,7 @@ class SqlStore:
         spans = await conn.fetch(
             "UPDATE spans SET lease_owner = $1, lease_until = $2 WHERE batch_id = $3 "
             "AND first_line = (SELECT first_line FROM spans WHERE batch_id = $3 "
-            f"AND lease_until < $4 AND lease_owner <> $1 "
+            "AND lease_until < $4 AND lease_owner <> $1 "
             f"ORDER BY first_line LIMIT 1 {self.db.skip_locked}) "
             "RETURNING first_line, last_line",
             owner,
