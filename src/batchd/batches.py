@@ -14,6 +14,7 @@ from batchd.lifecycle import CANCELLABLE
 from batchd.models import ENDPOINTS, TERMINAL, Batch, BatchStatus
 from batchd.settings import Settings
 from batchd.store import Page, SqlStore
+from batchd.text import MAX_ID, storable
 
 MAX_METADATA_PAIRS, MAX_METADATA_KEY, MAX_METADATA_VALUE = 16, 64, 512
 
@@ -61,6 +62,7 @@ class Batches:
         input_file_id = _required_string(params, "input_file_id")
         endpoint = _required_string(params, "endpoint")
         window = _required_string(params, "completion_window")
+        await self._check_input_file(project, input_file_id)
         if endpoint not in ENDPOINTS:
             raise unsupported_value("endpoint", endpoint, ENDPOINTS)
         window_seconds = self._settings.window_seconds(window)
@@ -84,13 +86,36 @@ class Batches:
         self._on_change()
         return batch
 
+    async def _check_input_file(self, project: str, file_id: str) -> None:
+        """An id that cannot name a file is refused now; a file that is not batch input too.
+        A missing file fails the batch's validation, as OpenAI's does."""
+        if not storable(file_id, MAX_ID):
+            raise InvalidRequest(
+                f"Invalid 'input_file_id': at most {MAX_ID} characters of text, without NUL.",
+                code="invalid_value",
+                param="input_file_id",
+            )
+        file = await self._store.get_file(project, file_id)
+        if file is not None and file.purpose != "batch":
+            raise InvalidRequest(
+                f"Invalid 'input_file_id': {file_id} has purpose '{file.purpose}'; "
+                "a batch's input file must have purpose 'batch'.",
+                code="invalid_value",
+                param="input_file_id",
+            )
+
     async def get(self, project: str, batch_id: str) -> Batch:
-        batch = await self._store.get_batch(batch_id, project)
+        found = storable(batch_id, MAX_ID)
+        batch = await self._store.get_batch(batch_id, project) if found else None
         if batch is None:
-            raise NotFound(f"No batch found with id '{batch_id}'.", param="batch_id")
+            raise NotFound(f"No batch found with id '{batch_id[:MAX_ID]}'.", param="batch_id")
         return batch
 
     async def list(self, project: str, *, limit: int, after: str | None) -> Page[Batch]:
+        """``after``: an id this project does not have (another's, or none at all) is past every
+        batch, and the page is empty."""
+        if after is not None and not storable(after, MAX_ID):
+            return Page([], has_more=False)
         return await self._store.list_batches(project, limit=limit, after=after)
 
     async def cancel(self, project: str, batch_id: str) -> Batch:
@@ -138,9 +163,9 @@ def _metadata(value: object) -> dict[str, str] | None:
             param="metadata",
         )
     for key, item in value.items():
-        if len(key) > MAX_METADATA_KEY:
+        if not storable(key, MAX_METADATA_KEY):
             raise InvalidRequest(
-                f"Invalid 'metadata': keys are at most {MAX_METADATA_KEY} characters.",
+                f"Invalid 'metadata': keys are at most {MAX_METADATA_KEY} characters, without NUL.",
                 code="invalid_value",
                 param=f"metadata.{key}",
             )
@@ -150,9 +175,10 @@ def _metadata(value: object) -> dict[str, str] | None:
                 code="invalid_type",
                 param=f"metadata.{key}",
             )
-        if len(item) > MAX_METADATA_VALUE:
+        if not storable(item, MAX_METADATA_VALUE):
             raise InvalidRequest(
-                f"Invalid 'metadata.{key}': values are at most {MAX_METADATA_VALUE} characters.",
+                f"Invalid 'metadata.{key}': values are at most {MAX_METADATA_VALUE} characters, "
+                "without NUL.",
                 code="invalid_value",
                 param=f"metadata.{key}",
             )

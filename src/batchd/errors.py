@@ -5,7 +5,8 @@
      │    ├── InvalidRequest         400 invalid_request_error
      │    ├── AuthenticationFailed   401 authentication_error
      │    ├── NotFound               404 invalid_request_error
-     │    └── Conflict               409 invalid_request_error (never retried by the SDKs)
+     │    ├── Conflict               409 invalid_request_error (never retried by the SDKs)
+     │    └── RequestTooLarge        413 invalid_request_error
      ├── ConfigurationError          a setting that cannot work; raised at start-up
      ├── StoreError                  the metadata store failed (driver errors translated)
      ├── BlobNotFound                a blob the metadata points at is missing
@@ -78,6 +79,12 @@ class Conflict(ApiError):
 
     status_code = 409
     headers = {"x-should-retry": "false"}  # noqa: RUF012 - both SDKs retry a 409 unless told not to
+
+
+class RequestTooLarge(ApiError):
+    """The request body is too large."""
+
+    status_code = 413
 
 
 class ConfigurationError(BatchdError):

@@ -11,9 +11,10 @@ from batchd import ids
 from batchd.blobstore import BlobStore, BlobWriter
 from batchd.clock import Clock, whole_seconds
 from batchd.errors import InvalidRequest, NotFound, unsupported_value
-from batchd.models import UPLOAD_PURPOSES, StoredFile
+from batchd.models import OUTPUT_PURPOSE, UPLOAD_PURPOSES, StoredFile
 from batchd.settings import Settings
 from batchd.store import Page, SqlStore
+from batchd.text import MAX_FILENAME, MAX_ID, storable
 
 BATCH_FILE_TTL = 30 * 86400
 MIN_EXPIRY, MAX_EXPIRY = 3600, 2_592_000
@@ -43,6 +44,12 @@ class Files:
     async def upload(self, upload: Upload) -> StoredFile:
         if upload.purpose not in UPLOAD_PURPOSES:
             raise unsupported_value("purpose", upload.purpose, UPLOAD_PURPOSES)
+        if not storable(upload.filename, MAX_FILENAME):
+            raise InvalidRequest(
+                f"Invalid filename: at most {MAX_FILENAME} characters of text, without NUL.",
+                code="invalid_value",
+                param="file",
+            )
         check_expiry(upload.expires_after_seconds, "expires_after[seconds]")
         file_id = ids.file_id()
         key = f"files/{file_id}"
@@ -90,22 +97,30 @@ class Files:
         return now + BATCH_FILE_TTL if upload.purpose == "batch" else None
 
     async def get(self, project: str, file_id: str) -> StoredFile:
-        file = await self._store.get_file(project, file_id)
+        file = await self._store.get_file(project, file_id) if storable(file_id, MAX_ID) else None
         if file is None:
-            raise NotFound(f"No such File object: {file_id}", param="id")
+            raise _no_such_file(file_id)
         return file
 
     async def list(
         self, project: str, *, purpose: str | None, limit: int, ascending: bool, after: str | None
     ) -> Page[StoredFile]:
+        """``after``: an id this project does not have (another's, or none at all) is past every
+        file, and the page is empty."""
+        if purpose is not None and not storable(purpose, MAX_ID):
+            raise unsupported_value("purpose", purpose, (*UPLOAD_PURPOSES, OUTPUT_PURPOSE))
+        if after is not None and not storable(after, MAX_ID):
+            return Page([], has_more=False)
         return await self._store.list_files(
             project, purpose=purpose, limit=limit, ascending=ascending, after=after
         )
 
     async def delete(self, project: str, file_id: str) -> StoredFile:
+        if not storable(file_id, MAX_ID):
+            raise _no_such_file(file_id)
         file = await self._store.delete_file(project, file_id)
         if file is None:
-            raise NotFound(f"No such File object: {file_id}", param="id")
+            raise _no_such_file(file_id)
         if not await self._store.blob_in_use(file.id):
             await self._blobs.delete(file.blob_key)
         return file
@@ -113,6 +128,10 @@ class Files:
     async def content(self, project: str, file_id: str) -> tuple[StoredFile, AsyncIterator[bytes]]:
         file = await self.get(project, file_id)
         return file, self._blobs.read(file.blob_key)
+
+
+def _no_such_file(file_id: str) -> NotFound:
+    return NotFound(f"No such File object: {file_id[:MAX_ID]}", param="id")
 
 
 async def purge_expired(store: SqlStore, blobs: BlobStore, now: int) -> int:

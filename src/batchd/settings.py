@@ -119,6 +119,7 @@ class Settings(BaseSettings):
     max_concurrency: int = Field(default=64, ge=1)
     completion_windows: list[str] = Field(default_factory=lambda: ["24h"])
     api_keys: list[ApiKey] = Field(default_factory=list)
+    max_request_bytes: int = Field(default=1024 * 1024, ge=1024)
     max_upload_bytes: int = Field(default=512 * 1024 * 1024, ge=1)
     max_batch_file_bytes: int = Field(default=200 * 1024 * 1024, ge=1)
     max_requests_per_batch: int = Field(default=50_000, ge=1)

@@ -14,6 +14,7 @@ import msgspec
 import orjson
 
 from batchd.models import IndexedLine, LineError
+from batchd.text import MAX_CUSTOM_ID, storable
 
 LineRun = tuple[int, int, list[bytes]]
 """Lines of a file in order: the number of the first, the byte offset where it starts, the lines."""
@@ -157,8 +158,8 @@ class LineValidator:
         ):
             return None
         custom_id: str = line.custom_id
-        if not self._is_new(custom_id):
-            return None  # a duplicate: the slow path reports it
+        if len(custom_id) > MAX_CUSTOM_ID or "\x00" in custom_id or not self._is_new(custom_id):
+            return None  # a custom_id the store cannot keep, or a duplicate: the slow path says
         if self._counts_inputs:
             self._embedding_inputs += _input_count(body.input)
         return custom_id
@@ -201,6 +202,14 @@ class LineValidator:
         if not isinstance(custom_id, str):
             if "custom_id" in request:
                 self._fail(number, "invalid_request", "custom_id must be a string.", "custom_id")
+            custom_id = None
+        elif not storable(custom_id, MAX_CUSTOM_ID):
+            self._fail(
+                number,
+                "invalid_request",
+                f"custom_id must be at most {MAX_CUSTOM_ID} characters of text, without NUL.",
+                "custom_id",
+            )
             custom_id = None
         else:
             self._check_unique(number, custom_id)

@@ -166,3 +166,32 @@ async def test_a_sender_outlives_the_store_failing_under_it(
         batch = await create("r", 3)
         await wait_for(store, batch, {"completed"})
     assert upstream.sent == 3
+
+
+class HeaderRecordingUpstream(Upstream):
+    name = "recording"
+    models: frozenset[str] = frozenset()
+    max_concurrency = 1
+
+    def __init__(self) -> None:
+        self.headers: list[dict[str, str]] = []
+
+    async def send(
+        self, endpoint: str, body: bytes, headers: Mapping[str, str]
+    ) -> UpstreamResponse:
+        self.headers.append(dict(headers))
+        return UpstreamResponse(200, ANSWER, "req_1", {})
+
+
+async def test_a_long_custom_id_is_not_sent_as_a_header(store: SqlStore, tmp_path: Path) -> None:
+    """Percent-encoded past 512 bytes, a custom_id would push a model server past its header
+    limit: it is left out (the batch id still goes)."""
+    upstream = HeaderRecordingUpstream()
+    async with running_worker(store, tmp_path, upstream) as create:
+        batch = await create("é" * 200, 1)  # 200 characters, 1,200 bytes encoded
+        await wait_for(store, batch, {"completed"})
+        short = await create("r", 1)
+        await wait_for(store, short, {"completed"})
+    long_headers, short_headers = upstream.headers
+    assert "x-batchd-custom-id" not in long_headers and "x-batchd-batch-id" in long_headers
+    assert short_headers["x-batchd-custom-id"] == "r-0"

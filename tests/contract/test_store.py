@@ -176,6 +176,21 @@ async def test_list_files_newest_first_and_ascending(store: SqlStore) -> None:
     assert not asc.has_more
 
 
+async def test_a_cursor_from_another_project_is_past_everything(store: SqlStore) -> None:
+    """``after=`` another project's file or batch: an empty page, as for an unknown id, so
+    that nobody learns the id exists or where it sorts."""
+    await make_file(store, created_at=NOW)
+    theirs = await make_file(store, project="other", created_at=NOW + 1)
+    for ascending in (False, True):
+        page = await store.list_files(
+            "default", purpose=None, limit=10, ascending=ascending, after=theirs.id
+        )
+        assert page.items == []
+    await make_batch(store)
+    their_batch = await make_batch(store, project="other")
+    assert (await store.list_batches("default", limit=10, after=their_batch.id)).items == []
+
+
 async def test_list_files_by_purpose(store: SqlStore) -> None:
     """The purpose filter keeps only files of that purpose."""
     batch_file = await make_file(store, purpose="batch")

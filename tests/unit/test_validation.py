@@ -502,3 +502,15 @@ async def test_validating_a_stream_end_to_end() -> None:
             orjson.loads(data[item.offset : item.offset + item.length])["custom_id"]
             == item.custom_id
         )
+
+
+@pytest.mark.parametrize("custom_id", ["a\u0000b", "c" * 513])
+def test_a_custom_id_the_store_cannot_keep_is_an_invalid_line(custom_id: str) -> None:
+    """A NUL (PostgreSQL refuses it in text) or more than 512 characters: the line is invalid,
+    whether it came down the fast path or the slow one; the lines around it are fine."""
+    outcome = validate([line("r1"), line(custom_id), line("r3")])
+    assert codes(outcome) == [("invalid_request", "custom_id", 2)]
+
+
+def test_a_custom_id_of_512_characters_is_fine() -> None:
+    assert validate([line("c" * 512)]).error_count == 0

@@ -7,7 +7,7 @@ from typing import Any
 import orjson
 from starlette.requests import Request
 
-from batchd.errors import InvalidRequest
+from batchd.errors import InvalidRequest, RequestTooLarge
 
 
 def project_of(request: Request) -> str:
@@ -45,7 +45,7 @@ def choice_param(request: Request, name: str, *, default: str, choices: tuple[st
 
 async def json_object(request: Request) -> dict[str, Any]:
     try:
-        body = orjson.loads(await request.body())
+        body = orjson.loads(await _capped_body(request))
     except orjson.JSONDecodeError:
         body = None
     if not isinstance(body, dict):
@@ -54,3 +54,26 @@ async def json_object(request: Request) -> dict[str, Any]:
             code="invalid_json",
         )
     return body
+
+
+async def _capped_body(request: Request) -> bytes:
+    """The body, refused as soon as it is known to be past ``max_request_bytes``: from its
+    Content-Length before a byte is read, else as the bytes arrive."""
+    limit: int = request.app.state.settings.max_request_bytes
+    declared = request.headers.get("content-length", "")
+    if declared.isdigit() and int(declared) > limit:
+        raise _too_large(limit)
+    chunks, size = [], 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > limit:
+            raise _too_large(limit)
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+def _too_large(limit: int) -> RequestTooLarge:
+    return RequestTooLarge(
+        f"The request body is larger than {limit:,} bytes (max_request_bytes).",
+        code="request_too_large",
+    )

@@ -84,7 +84,9 @@ class SqlStore:
         if after is not None:
             args.append(after)
             op = ">" if ascending else "<"
-            where.append(f"seq {op} (SELECT seq FROM files WHERE id = ${len(args)})")
+            where.append(
+                f"seq {op} (SELECT seq FROM files WHERE id = ${len(args)} AND project = $1)"
+            )
         order = "ASC" if ascending else "DESC"
         sql = (
             f"SELECT {_FILE_COLUMNS} FROM files WHERE {' AND '.join(where)} "
@@ -158,7 +160,7 @@ class SqlStore:
         cursor = ""
         if after is not None:
             args.append(after)
-            cursor = "AND seq < (SELECT seq FROM batches WHERE id = $2)"
+            cursor = "AND seq < (SELECT seq FROM batches WHERE id = $2 AND project = $1)"
         sql = (
             f"SELECT * FROM batches WHERE project = $1 {cursor} "
             f"ORDER BY seq DESC LIMIT {int(limit) + 1}"

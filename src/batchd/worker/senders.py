@@ -160,10 +160,10 @@ class Senders:
 
     async def _send(self, job: Job) -> RequestResult:
         claim = job.claim
-        headers = {
-            "x-batchd-batch-id": claim.batch_id,
-            "x-batchd-custom-id": _header_safe(claim.custom_id),
-        }
+        headers = {"x-batchd-batch-id": claim.batch_id}
+        custom_id = _header_safe(claim.custom_id)
+        if len(custom_id) <= MAX_CUSTOM_ID_HEADER:
+            headers["x-batchd-custom-id"] = custom_id
         observed = job.observed
         self._metrics.sending += 1
         started = time.perf_counter()
@@ -186,6 +186,10 @@ class Senders:
             self._metrics.retried(str(response.status))
         return result
 
+
+MAX_CUSTOM_ID_HEADER = 512
+"""A custom_id longer than this, percent-encoded, is not sent as a header: model servers stop
+reading headers at ~8 KB and would refuse the request."""
 
 _UNQUOTED = re.compile(r"[A-Za-z0-9_.~-]*").fullmatch
 """Characters ``quote`` leaves as they are: most custom_ids are made of them alone."""
