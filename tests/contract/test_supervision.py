@@ -40,6 +40,7 @@ class CountingUpstream(Upstream):
     def __init__(self, answers: Mapping[str, bytes] | None = None) -> None:
         self.answers = dict(answers or {})
         self.sent: Counter[str] = Counter()
+        self.status = 200
 
     async def send(
         self, endpoint: str, body: bytes, headers: Mapping[str, str]
@@ -47,7 +48,7 @@ class CountingUpstream(Upstream):
         custom_id = headers["x-batchd-custom-id"]
         self.sent[custom_id] += 1
         await asyncio.sleep(0.001)
-        return UpstreamResponse(200, self.answers.get(custom_id, ANSWER), "req_1", {})
+        return UpstreamResponse(self.status, self.answers.get(custom_id, ANSWER), "req_1", {})
 
 
 async def error_lines(store: SqlStore, tmp_path: Path, batch_id: str) -> dict[str, Any]:
@@ -195,3 +196,55 @@ async def test_while_commits_fail_nothing_more_is_claimed_or_sent(
     assert set(upstream.sent.values()) == {1} and len(upstream.sent) == 400
     events = [r.getMessage() for r in caplog.records]
     assert "commit_failed" in events and "commit_resumed" in events
+
+
+async def test_while_every_line_waits_for_its_retry_the_feeder_does_not_spin(
+    store: SqlStore, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Nothing to claim (every line waits on its own retry time): the feeder looks about once a
+    poll interval, not in a loop that wakes the senders for nothing."""
+    claim = SqlStore.claim_requests
+    claims = 0
+
+    async def counting(self: SqlStore, *args: Any) -> Any:
+        nonlocal claims
+        claims += 1
+        return await claim(self, *args)
+
+    monkeypatch.setattr(SqlStore, "claim_requests", counting)
+    upstream = CountingUpstream()
+    upstream.status = 503  # every line to be tried again in 30 s
+    async with running_worker(store, tmp_path, upstream, retry_base_delay=30) as create:
+        await create("r", 4)
+        await until(lambda: sum(upstream.sent.values()) == 4)
+        await asyncio.sleep(0.2)
+        before = claims
+        await asyncio.sleep(1.0)
+        assert claims - before <= 6, claims - before
+
+
+async def test_a_store_that_refuses_every_commit_for_a_while_fails_no_line(
+    store: SqlStore, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """An error that trying again only repeats, but for every commit (a schema being changed, a
+    permission revoked): no result is failed or dropped as if it were to blame; once commits
+    go through, every line is recorded, none sent twice."""
+    record = SqlStore.record_results
+    refusing_until = 0.0
+
+    async def refusing(
+        self: SqlStore, owner: str, results: Sequence[RequestResult], *, again: bool = False
+    ) -> None:
+        if time.monotonic() < refusing_until:
+            raise StoreError("permission denied for table results", transient=False)
+        await record(self, owner, results, again=again)
+
+    monkeypatch.setattr(SqlStore, "record_results", refusing)
+    upstream = CountingUpstream()
+    async with running_worker(store, tmp_path, upstream) as create:
+        refusing_until = time.monotonic() + 2.0
+        batch = await create("r", 30)
+        await wait_for(store, batch, {"completed"})
+    done = await store.get_batch(batch.id)
+    assert done is not None and (done.completed, done.failed) == (30, 0)
+    assert set(upstream.sent.values()) == {1} and len(upstream.sent) == 30

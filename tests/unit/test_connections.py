@@ -710,3 +710,23 @@ async def test_the_check_at_start_of_a_server_that_is_not_there() -> None:
     with pytest.raises(UpstreamUnreachable):
         await upstream.probe()
     await upstream.close()
+
+
+@pytest.mark.parametrize("wbits", [zlib.MAX_WBITS, -zlib.MAX_WBITS], ids=["zlib", "raw"])
+async def test_a_deflate_body_whose_first_chunk_is_one_byte_is_decoded(wbits: int) -> None:
+    """The wrapping is told from the first two bytes, whichever chunks they come in."""
+    text = b'{"text": "' + b"abc" * 1000 + b'"}'
+    packer = zlib.compressobj(wbits=wbits)
+    body = packer.compress(text) + packer.flush()
+    head = b"HTTP/1.1 200 OK\r\ncontent-encoding: deflate\r\ntransfer-encoding: chunked\r\n\r\n"
+    pieces = b"1\r\n%s\r\n" % body[:1] + chunked(body[1:])
+    async with scripted([ok(head + pieces)]) as server:
+        assert (await pool_for(server).post("/x", b"{}", {})).body == text
+
+
+async def test_a_deflate_body_cut_short_is_an_error() -> None:
+    body = zlib.compress(b'{"text": "' + b"abc" * 1000 + b'"}')[:-10]
+    head = f"HTTP/1.1 200 OK\r\ncontent-encoding: deflate\r\ncontent-length: {len(body)}\r\n\r\n"
+    async with scripted([ok(head.encode() + body)]) as server:
+        with pytest.raises(ProtocolError, match="cut short"):
+            await pool_for(server).post("/x", b"{}", {})

@@ -363,23 +363,54 @@ def _inflater_for(encoding: str | None, limit: int) -> _Inflater | None:
 
 class _Inflater:
     """A gzip or deflate body inflated as it arrives, never further than the room left: a small
-    body may inflate to gigabytes. Several gzip members are inflated one after the other."""
+    body may inflate to gigabytes. Several gzip members are inflated one after the other; a
+    deflate body is read with zlib's header if it starts with one, else raw (some servers)."""
 
     def __init__(self, *, gzip: bool, limit: int) -> None:
         self._gzip = gzip
         self._limit = limit
         self._received = 0
         self._inflater: Any = self._gzip_member() if gzip else None
+        self._head = b""  # deflate: the first bytes, until there are two to tell the wrapping by
 
     def inflate(self, data: bytes, room: int) -> bytes:
         """What ``data`` inflates to; AnswerTooLarge if past ``room`` bytes."""
         self._received += len(data)
         if self._received > self._limit:
             raise AnswerTooLarge(self._received)
+        if self._inflater is None:
+            data = self._head + data
+            if len(data) < 2:
+                self._head = data
+                return b""
+            return self._first_deflate(data, room)
+        return self._inflate(data, room)
+
+    def finish(self) -> bytes:
+        """The rest, once the whole body has come."""
+        if self._inflater is None:
+            if self._head:
+                raise zlib.error("the deflate body is cut short")
+            return b""
+        if self._received and not self._inflater.eof:
+            raise zlib.error(f"the {'gzip' if self._gzip else 'deflate'} body is cut short")
+        rest: bytes = self._inflater.flush()
+        return rest
+
+    def _first_deflate(self, data: bytes, room: int) -> bytes:
+        wrapped = data[0] & 0x0F == 8 and ((data[0] << 8) | data[1]) % 31 == 0
+        self._inflater = zlib.decompressobj(zlib.MAX_WBITS if wrapped else -zlib.MAX_WBITS)
+        try:
+            return self._inflate(data, room)
+        except zlib.error:
+            if not wrapped:
+                raise
+        self._inflater = zlib.decompressobj(-zlib.MAX_WBITS)  # raw after all
+        return self._inflate(data, room)
+
+    def _inflate(self, data: bytes, room: int) -> bytes:
         pieces = []
         while data:
-            if self._inflater is None:  # deflate: with zlib's header or, from some servers, raw
-                self._inflater = zlib.decompressobj(_deflate_wbits(data))
             inflater = self._inflater
             pieces.append(inflater.decompress(data, room + 1))
             room -= len(pieces[-1])
@@ -392,24 +423,9 @@ class _Inflater:
                 break  # bytes after a deflate stream's end: not part of the body
         return b"".join(pieces)
 
-    def finish(self) -> bytes:
-        """The rest, once the whole body has come."""
-        if self._inflater is None:
-            return b""
-        if self._gzip and self._received and not self._inflater.eof:
-            raise zlib.error("the gzip body is cut short")
-        rest: bytes = self._inflater.flush()
-        return rest
-
     @staticmethod
     def _gzip_member() -> Any:
         return zlib.decompressobj(wbits=zlib.MAX_WBITS | 16)
-
-
-def _deflate_wbits(data: bytes) -> int:
-    """zlib's wrapper when the first two bytes are its header, else raw deflate."""
-    wrapped = len(data) >= 2 and data[0] & 0x0F == 8 and ((data[0] << 8) | data[1]) % 31 == 0
-    return zlib.MAX_WBITS if wrapped else -zlib.MAX_WBITS
 
 
 def _expire(answer: asyncio.Future[Any]) -> None:

@@ -41,6 +41,7 @@ MAX_RETRY_DELAY = 2.0
 seconds."""
 ISOLATE_AFTER = 3
 """Failures in a row, with an error that trying again only repeats, before the group is split."""
+ISOLATE_AGAIN_EVERY = 30
 STILL_FAILING_EVERY = 30.0
 """Seconds between the warnings while commits keep failing."""
 
@@ -133,50 +134,56 @@ class GroupCommitter:
             except Exception as exc:
                 failures += 1
                 self._failed(exc, len(group))
-                if self._placed and not _transient(exc) and failures >= ISOLATE_AFTER:
-                    await self._isolate(group)
-                    break
+                if self._placed and not _transient(exc) and _isolating(failures):
+                    refused = await self._isolate(group)
+                    if len(refused) < len(group):  # the store took the rest: these are bad
+                        for result in refused:
+                            await self._fail_alone(result)
+                        break
+                    # It took none: it refuses everything for now, not these results.
                 await asyncio.sleep(_delay(failures))
         self._succeeded()
 
-    async def _isolate(self, results: list[RequestResult]) -> None:
-        """Commit ``results`` (in their parts already) in halves, so that only the ones the store
-        refuses on their own fail: each as its own error line."""
+    async def _isolate(self, results: list[RequestResult]) -> list[RequestResult]:
+        """Commit ``results`` (in their parts already) in halves, down to those the store
+        refuses alone; those refused."""
         failures = 0
         while True:
             try:
                 await self._store.record_results(self._owner, results, again=True)
-                return
+                return []
             except Exception as exc:
                 failures += 1
-                if _transient(exc):  # the store went away meanwhile: wait for it
-                    self._failed(exc, len(results))
-                    await asyncio.sleep(_delay(failures))
-                    continue
-                if len(results) == 1:
-                    await self._fail_alone(results[0], exc)
-                    return
-            middle = len(results) // 2
-            await self._isolate(results[:middle])
-            await self._isolate(results[middle:])
-            return
+                if not _transient(exc):
+                    break
+                self._failed(exc, len(results))  # the store went away meanwhile: wait for it
+                await asyncio.sleep(_delay(failures))
+        if len(results) == 1:
+            return results
+        middle = len(results) // 2
+        return [*await self._isolate(results[:middle]), *await self._isolate(results[middle:])]
 
-    async def _fail_alone(self, result: RequestResult, error: Exception) -> None:
-        log.error(
-            "result_unrecordable",
-            exc_info=error,
-            extra={"batch_id": result.batch_id, "line": result.line},
-        )
+    async def _fail_alone(self, result: RequestResult) -> None:
+        """A result the store refuses while it takes others: its line fails as ``server_error``
+        (a retry to record is given back instead: it has no line to show)."""
+        log.error("result_unrecordable", extra={"batch_id": result.batch_id, "line": result.line})
         custom_id = _custom_id(result)
         if custom_id is None:
-            return  # a retry to record: its line stays leased until this worker stops
-        line = unanswered_line(custom_id, "server_error", UNRECORDABLE)
-        failed = RequestResult(
-            result.batch_id, result.line, RequestState.FAILED, line, span=result.span
-        )
+            instead = RequestResult(
+                result.batch_id,
+                result.line,
+                RequestState.PENDING,
+                span=result.span,
+                attempts=result.attempts,
+            )
+        else:
+            line = unanswered_line(custom_id, "server_error", UNRECORDABLE)
+            instead = RequestResult(
+                result.batch_id, result.line, RequestState.FAILED, line, span=result.span
+            )
         try:
-            await self._store.record_results(self._owner, [failed], again=True)
-        except Exception:
+            await self._store.record_results(self._owner, [instead], again=True)
+        except Exception:  # it took the others: nothing is left to try for this line
             log.exception("result_unrecordable", extra={"batch_id": result.batch_id})
 
     def _failed(self, error: Exception, results: int) -> None:
@@ -208,6 +215,13 @@ def _transient(error: Exception) -> bool:
     """Whether trying the same commit again may work: an I/O error (a full disk), or the store
     away, locked or full."""
     return isinstance(error, OSError) or (isinstance(error, StoreError) and error.transient)
+
+
+def _isolating(failures: int) -> bool:
+    """Whether to look for the results that fail alone after this many failures in a row: at
+    the third, then every thirtieth (an error that hits every commit makes isolation useless,
+    and it costs a commit per result)."""
+    return failures == ISOLATE_AFTER or failures % ISOLATE_AGAIN_EVERY == 0
 
 
 def _delay(failures: int) -> float:

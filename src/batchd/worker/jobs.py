@@ -41,8 +41,10 @@ class ReadyJobs:
         return len(self.jobs)
 
     def add(self, jobs: Iterable[Job]) -> None:
+        before = len(self.jobs)
         self.jobs.extend(jobs)
-        self.available.set()
+        if len(self.jobs) > before:  # a wake-up for nothing sets the senders hungry again
+            self.available.set()
 
     def take(self, *, fresh: bool = False) -> Job | None:
         """The next job, or None if there is none. With ``fresh``, the first whose line has not

@@ -209,8 +209,10 @@ class Worker:
             self._held.discard(batch.id)
 
     async def _renew_leases(self) -> None:
-        """Renew the leases of every line and batch this worker holds, every third of a lease."""
-        while not self._stopping.is_set():
+        """Renew the leases of every line and batch this worker holds, every third of a lease,
+        until the worker has stopped: requests in flight at a stop, and their commits, still
+        hold leases."""
+        while True:
             try:
                 until = self._lease_until()
                 await self._store.renew_request_leases(self.id, until)
@@ -220,7 +222,7 @@ class Worker:
                     await self._store.renew_batch_lease(batch_id, self.id, until)
             except StoreError as exc:
                 log.warning("lease_renewal_failed", extra={"worker": self.id, "error": str(exc)})
-            await self._pause(self._settings.lease_seconds / 3)
+            await asyncio.sleep(self._settings.lease_seconds / 3)
 
     async def _housekeeping(self) -> None:
         try:

@@ -106,6 +106,7 @@ class Senders:
                     raise
                 self._abandoned.discard(me)  # its request was abandoned: go on with the next
                 me.uncancel()
+                self._breaker.abandoned()  # if it was the probe: it will never report back
 
     async def _send_lines(self, me: asyncio.Task[None], stopping: asyncio.Event) -> None:
         sending, committer = self._sending, self._committer
