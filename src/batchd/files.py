@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 
@@ -10,7 +11,7 @@ import orjson
 from batchd import ids
 from batchd.blobstore import BlobStore, BlobWriter
 from batchd.clock import Clock, whole_seconds
-from batchd.errors import InvalidRequest, NotFound, unsupported_value
+from batchd.errors import BlobNotFound, InvalidRequest, NotFound, unsupported_value
 from batchd.models import OUTPUT_PURPOSE, UPLOAD_PURPOSES, StoredFile
 from batchd.settings import Settings
 from batchd.store import Page, SqlStore
@@ -19,6 +20,8 @@ from batchd.text import MAX_FILENAME, MAX_ID, storable
 BATCH_FILE_TTL = 30 * 86400
 MIN_EXPIRY, MAX_EXPIRY = 3600, 2_592_000
 PURGE_CHUNK = 500
+
+log = logging.getLogger("batchd.files")
 
 
 @dataclass(frozen=True)
@@ -126,7 +129,22 @@ class Files:
         return file
 
     async def content(self, project: str, file_id: str) -> tuple[StoredFile, AsyncIterator[bytes]]:
+        """The file and its bytes, checked to be all there before the first is sent: a blob
+        lost or cut short on disk is a clean 404, not a 200 with a length and a cut
+        connection."""
         file = await self.get(project, file_id)
+        try:
+            whole = await self._blobs.size(file.blob_key) == file.bytes
+        except BlobNotFound:
+            whole = False
+        if not whole:
+            log.error("file_content_unavailable", extra={"file_id": file.id})
+            raise NotFound(
+                f"The content of file {file.id} is no longer available: the file store has lost "
+                "or cut it short.",
+                code="file_content_unavailable",
+                param="id",
+            )
         return file, self._blobs.read(file.blob_key)
 
 

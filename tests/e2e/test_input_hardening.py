@@ -158,3 +158,22 @@ def test_a_custom_id_the_store_cannot_keep_is_an_invalid_line(
     reported = {(e.line, e.param) for e in done.errors.data}
     assert reported == {(2, "custom_id"), (3, "custom_id")}
     assert "Traceback" not in server.log()
+
+
+@pytest.mark.parametrize("damage", ["missing", "cut short"])
+def test_content_lost_on_disk_is_a_clean_404_before_any_byte(
+    server: Server, tmp_path: Path, damage: str
+) -> None:
+    """Not a 200 with a Content-Length and then a cut connection."""
+    client = server.client("sk-a")
+    file_id = upload(
+        client, write_jsonl(tmp_path / "in.jsonl", [request_line(i) for i in range(9)])
+    )
+    blob = server.data_dir / "files" / "files" / file_id
+    if damage == "missing":
+        blob.unlink()
+    else:
+        blob.write_bytes(blob.read_bytes()[:10])
+    error = envelope(call(server, "GET", f"/files/{file_id}/content"), 404)
+    assert error["code"] == "file_content_unavailable"
+    assert "file_content_unavailable" in server.log()

@@ -191,3 +191,14 @@ async def test_new_folders_are_synced_into_their_parents(
     synced.clear()
     await blobs.write_at([("batches/b1/parts/1.jsonl", 0, b"x\n")])
     assert set(synced) == {batch, batch / "parts"}
+
+
+async def test_size_is_the_blobs_bytes_and_a_missing_one_is_not_found(
+    blobs: LocalBlobStore,
+) -> None:
+    writer = blobs.writer("files/a")
+    await writer.write(b"12345")
+    await writer.commit()
+    assert await blobs.size("files/a") == 5
+    with pytest.raises(BlobNotFound):
+        await blobs.size("files/none")

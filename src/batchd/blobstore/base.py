@@ -35,6 +35,10 @@ class BlobStore(ABC):
     async def read_range(self, key: str, offset: int, length: int) -> bytes: ...
 
     @abstractmethod
+    async def size(self, key: str) -> int:
+        """The blob's size in bytes. Raises BlobNotFound."""
+
+    @abstractmethod
     async def write_at(self, writes: Sequence[tuple[str, int, bytes]]) -> None:
         """For each ``(key, offset, data)``, write ``data`` at ``offset`` of the blob, creating it
         if missing and cutting off whatever lay at or past ``offset``; all are durable before

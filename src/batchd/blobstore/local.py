@@ -98,6 +98,13 @@ class LocalBlobStore(BlobStore):
         except FileNotFoundError as exc:
             raise BlobNotFound(f"blob {key} is missing") from exc
 
+    async def size(self, key: str) -> int:
+        try:
+            stat = await asyncio.to_thread(self._path(key).stat)
+        except FileNotFoundError as exc:
+            raise BlobNotFound(f"blob {key} is missing") from exc
+        return stat.st_size
+
     async def read_range(self, key: str, offset: int, length: int) -> bytes:
         return await asyncio.to_thread(self._read_range_sync, key, offset, length)
 
