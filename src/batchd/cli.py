@@ -85,6 +85,13 @@ def main() -> None:
 @click.option(
     "--no-worker", is_flag=True, default=False, help="Serve the API only; run no batches."
 )
+@click.option(
+    "--insecure-no-auth",
+    is_flag=True,
+    default=None,
+    help="With no --api-key, serve on a non-loopback --host anyway: anyone who reaches it can "
+    "use it.",
+)
 def serve(
     config: Path | None, completion_windows: str | None, no_worker: bool, **flags: Any
 ) -> None:
@@ -99,6 +106,12 @@ def serve(
         run_worker=False if no_worker else None,
         **flags,
     )
+    if settings.open_to_anyone:
+        raise click.UsageError(
+            f"No API key is configured and --host {settings.host} is not a loopback address: "
+            "anyone who reaches it could use the API. Give --api-key (or BATCHD_API_KEYS), or "
+            "--insecure-no-auth if that is what you want."
+        )
     configure_logging(settings.log_level, settings.log_format)
     server: uvicorn.Server | None = None
 

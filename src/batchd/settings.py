@@ -7,6 +7,7 @@ Precedence, highest first: command-line flags, ``BATCHD_*`` environment variable
 from __future__ import annotations
 
 import importlib.util
+import ipaddress
 import re
 from pathlib import Path
 from typing import Any, Literal
@@ -100,11 +101,14 @@ class ApiKey(BaseModel):
 
     @classmethod
     def parse(cls, text: str) -> ApiKey:
-        """``KEY`` (project ``default``) or ``PROJECT:KEY``."""
-        project, sep, key = text.partition(":")
-        if sep and project and key:
-            return cls(key=key, project=project)
-        return cls(key=text, project="default")
+        """``KEY`` (project ``default``) or ``PROJECT:KEY``; an empty key or project is refused
+        (an empty key would let ``Bearer`` with nothing after it in)."""
+        project, sep, key = text.strip().partition(":")
+        if not sep:
+            project, key = "default", project
+        if not project or not key:
+            raise ValueError(f"{text!r} is not an API key: give KEY or PROJECT:KEY.")
+        return cls(key=key, project=project)
 
 
 class Settings(BaseSettings):
@@ -119,6 +123,7 @@ class Settings(BaseSettings):
     max_concurrency: int = Field(default=64, ge=1)
     completion_windows: list[str] = Field(default_factory=lambda: ["24h"])
     api_keys: list[ApiKey] = Field(default_factory=list)
+    insecure_no_auth: bool = False
     max_request_bytes: int = Field(default=1024 * 1024, ge=1024)
     max_upload_bytes: int = Field(default=512 * 1024 * 1024, ge=1)
     max_batch_file_bytes: int = Field(default=200 * 1024 * 1024, ge=1)
@@ -154,6 +159,21 @@ class Settings(BaseSettings):
     def _parse_api_keys(cls, value: Any) -> Any:
         return [ApiKey.parse(v) if isinstance(v, str) else v for v in value or []]
 
+    @field_validator("api_keys")
+    @classmethod
+    def _check_api_keys(cls, value: list[ApiKey]) -> list[ApiKey]:
+        projects: dict[str, str] = {}
+        for api_key in value:
+            if not api_key.key.strip() or not api_key.project.strip():
+                raise ValueError("an API key and its project must not be empty")
+            other = projects.setdefault(api_key.key, api_key.project)
+            if other != api_key.project:
+                raise ValueError(
+                    f"one key is given to two projects ({other} and {api_key.project}): "
+                    "each key names one project"
+                )
+        return value
+
     @field_validator("completion_windows")
     @classmethod
     def _check_windows(cls, value: list[str]) -> list[str]:
@@ -172,6 +192,17 @@ class Settings(BaseSettings):
             if upstream.max_concurrency is None:
                 upstream.max_concurrency = self.max_concurrency
         return self
+
+    @property
+    def open_to_anyone(self) -> bool:
+        """Whether the API would take any caller from other machines: no keys, a non-loopback
+        address, and no ``insecure_no_auth`` to say that is meant."""
+        if self.api_keys or self.insecure_no_auth or self.host == "localhost":
+            return False
+        try:
+            return not ipaddress.ip_address(self.host).is_loopback
+        except ValueError:  # a host name: it may resolve to anything
+            return True
 
     @property
     def resolved_database_url(self) -> str:

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import io
+import subprocess
+import sys
 from pathlib import Path
 
 import httpx
@@ -97,3 +99,26 @@ def test_a_batch_naming_another_projects_file_fails_validation(
     failed = wait_for_batch(beta, batch.id)
     assert failed.status == "failed"
     assert failed.errors.data[0].param == "file_id"
+
+
+@pytest.mark.parametrize(
+    ("flags", "said"),
+    [
+        (["--host", "0.0.0.0"], "--insecure-no-auth"),
+        (["--api-key", ""], "not an API key"),
+        (["--api-key", "a:sk-1", "--api-key", "b:sk-1"], "two projects"),
+    ],
+)
+def test_serve_refuses_keys_that_cannot_work_and_an_open_api_on_the_network(
+    tmp_path: Path, flags: list[str], said: str
+) -> None:
+    """Refused at start, with what to do, exit 2: no --api-key on a non-loopback --host, an
+    empty key, one key for two projects."""
+    done = subprocess.run(
+        [sys.executable, "-m", "batchd", "serve", "--data-dir", str(tmp_path), *flags],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert done.returncode == 2, done.stderr
+    assert said in done.stderr and "Traceback" not in done.stderr

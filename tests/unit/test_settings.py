@@ -90,14 +90,45 @@ def test_upstream_label_prefers_name() -> None:
     [
         ("sk-plain", "default", "sk-plain"),
         ("team-a:sk-abc", "team-a", "sk-abc"),
-        (":sk-abc", "default", ":sk-abc"),
-        ("team-a:", "default", "team-a:"),
+        ("team-a:sk:with:colons", "team-a", "sk:with:colons"),
     ],
 )
 def test_api_key_parse(text: str, project: str, key: str) -> None:
     """``KEY`` belongs to project default; ``PROJECT:KEY`` to that project."""
     parsed = ApiKey.parse(text)
     assert (parsed.project, parsed.key) == (project, key)
+
+
+@pytest.mark.parametrize("text", ["", "  ", ":sk-abc", "team-a:"])
+def test_an_empty_key_or_project_is_refused_at_start(text: str) -> None:
+    """An empty key would let ``Authorization: Bearer`` with nothing after it in."""
+    with pytest.raises(ConfigurationError, match="api_keys"):
+        load_settings(api_keys=[text])
+
+
+def test_one_key_for_two_projects_is_refused_at_start() -> None:
+    """It used to go silently to the last project named."""
+    with pytest.raises(ConfigurationError, match="two projects"):
+        load_settings(api_keys=["team-a:sk-1", "team-b:sk-1"])
+
+
+@pytest.mark.parametrize(
+    ("host", "keys", "insecure", "open_to_anyone"),
+    [
+        ("127.0.0.1", [], False, False),
+        ("::1", [], False, False),
+        ("localhost", [], False, False),
+        ("0.0.0.0", [], False, True),
+        ("batchd.internal", [], False, True),
+        ("0.0.0.0", ["sk-1"], False, False),
+        ("0.0.0.0", [], True, False),
+    ],
+)
+def test_an_api_without_keys_is_open_to_anyone_off_loopback(
+    host: str, keys: list[str], insecure: bool, open_to_anyone: bool
+) -> None:
+    settings = load_settings(host=host, api_keys=keys, insecure_no_auth=insecure)
+    assert settings.open_to_anyone is open_to_anyone
 
 
 # -- Settings --------------------------------------------------------------------------------
