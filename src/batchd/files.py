@@ -12,7 +12,7 @@ from batchd import ids
 from batchd.blobstore import BlobStore, BlobWriter
 from batchd.clock import Clock, whole_seconds
 from batchd.errors import BlobNotFound, InvalidRequest, NotFound, unsupported_value
-from batchd.models import OUTPUT_PURPOSE, UPLOAD_PURPOSES, StoredFile
+from batchd.models import OUTPUT_PURPOSE, UPLOAD_PURPOSES, Batch, StoredFile
 from batchd.settings import Settings
 from batchd.store import Page, SqlStore
 from batchd.text import MAX_FILENAME, MAX_ID, storable
@@ -55,7 +55,7 @@ class Files:
             )
         check_expiry(upload.expires_after_seconds, "expires_after[seconds]")
         file_id = ids.file_id()
-        key = f"files/{file_id}"
+        key = upload_key(file_id)
         writer = self._blobs.writer(key)
         try:
             await self._receive(upload, writer)
@@ -146,6 +146,22 @@ class Files:
                 param="id",
             )
         return file, self._blobs.read(file.blob_key)
+
+
+def upload_key(file_id: str) -> str:
+    return f"files/{file_id}"
+
+
+async def release_input(store: SqlStore, blobs: BlobStore, batch: Batch) -> None:
+    """Once ``batch`` has ended: if its input file was deleted while the batch read it (the
+    delete left the bytes for it) and no other unfinished batch reads it, the bytes go too."""
+    file_id = batch.input_file_id
+    if (
+        ids.is_file_id(file_id)
+        and not await store.file_exists(file_id)
+        and not await store.blob_in_use(file_id)
+    ):
+        await blobs.delete(upload_key(file_id))
 
 
 def _no_such_file(file_id: str) -> NotFound:

@@ -27,6 +27,13 @@ def file_id() -> str:
     return "file-" + _random(22)
 
 
+def is_file_id(text: str) -> bool:
+    """Whether ``text`` is an id ``file_id`` could have made."""
+    return (
+        len(text) == 27 and text.startswith("file-") and text[5:].isascii() and text[5:].isalnum()
+    )
+
+
 def batch_id() -> str:
     return "batch_" + _random(24)
 

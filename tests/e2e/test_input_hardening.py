@@ -4,6 +4,7 @@ clear 4xx in the OpenAI envelope, never a 500; a line with such a custom_id is a
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
 from typing import Any
 
@@ -11,7 +12,7 @@ import httpx
 import openai
 import pytest
 
-from tests.e2e.conftest import Server, ServerFactory, wait_for_batch
+from tests.e2e.conftest import ModelServer, Server, ServerFactory, wait_for_batch
 from tests.e2e.lines import request_line, submit, upload, write_jsonl
 
 KEYS = ("--api-key", "team-a:sk-a", "--api-key", "team-b:sk-b")
@@ -177,3 +178,25 @@ def test_content_lost_on_disk_is_a_clean_404_before_any_byte(
     error = envelope(call(server, "GET", f"/files/{file_id}/content"), 404)
     assert error["code"] == "file_content_unavailable"
     assert "file_content_unavailable" in server.log()
+
+
+def test_a_file_deleted_while_its_batch_runs_loses_its_bytes_when_the_batch_ends(
+    server: Server, fake: ModelServer, tmp_path: Path
+) -> None:
+    """The delete answers at once and leaves the bytes for the batch; once the batch has ended
+    they go too, and nothing else's do."""
+    fake.set_faults(latency_ms=300)
+    client = server.client("sk-a")
+    lines = write_jsonl(tmp_path / "in.jsonl", [request_line(i) for i in range(5)])
+    kept = upload(client, lines)
+    batch = submit(client, tmp_path, [request_line(i) for i in range(5)])
+    wait_for_batch(client, batch.id, until={"in_progress"})
+    blobs = server.data_dir / "files" / "files"
+    assert client.files.delete(batch.input_file_id).deleted
+    assert (blobs / batch.input_file_id).exists()  # the batch still reads it
+    assert wait_for_batch(client, batch.id, within=30).status == "completed"
+    deadline = time.monotonic() + 10  # the worker releases it just after the status changes
+    while (blobs / batch.input_file_id).exists():
+        assert time.monotonic() < deadline, "the deleted file's bytes are still there"
+        time.sleep(0.05)
+    assert (blobs / kept).exists()

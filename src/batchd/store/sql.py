@@ -117,6 +117,12 @@ class SqlStore:
             )
         return [_file(r) for r in rows]
 
+    async def file_exists(self, file_id: str) -> bool:
+        """Whether any project has a file of this id."""
+        async with self.db.reader() as conn:
+            rows = await conn.fetch("SELECT 1 FROM files WHERE id = $1", file_id)
+        return bool(rows)
+
     async def blob_in_use(self, file_id: str) -> bool:
         """Whether an unfinished batch still reads this file."""
         async with self.db.reader() as conn:

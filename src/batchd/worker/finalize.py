@@ -18,6 +18,7 @@ from batchd import ids
 from batchd.batches import log_status
 from batchd.blobstore import BlobStore, BlobWriter
 from batchd.errors import BlobNotFound
+from batchd.files import release_input
 from batchd.models import OUTPUT_PURPOSE, Batch, BatchStatus, RequestState, StoredFile
 from batchd.result_lines import skipped_line, unanswered_line
 from batchd.store import FinishedLine, SqlStore
@@ -57,6 +58,7 @@ class Finalizer:
             batch.id, owner, target, now, output, error, lost_successes=lost
         ):
             await drop_lines(self._store, self._blobs, batch.id)
+            await release_input(self._store, self._blobs, batch)
         return target
 
     async def _target(self, batch: Batch, now: int) -> BatchStatus:

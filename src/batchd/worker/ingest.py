@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from batchd.blobstore import BlobStore
 from batchd.errors import BlobNotFound
+from batchd.files import release_input
 from batchd.models import Batch, IndexedLine, LineError
 from batchd.settings import Settings
 from batchd.store import SqlStore
@@ -26,6 +27,7 @@ class Ingest:
         outcome = await self._index(batch)
         if outcome.error_count:
             await self._store.fail_validation(batch.id, owner, outcome.errors, now)
+            await release_input(self._store, self._blobs, batch)
         else:
             assert outcome.model is not None  # every valid line names one
             await self._store.start_batch(batch.id, owner, outcome.total, outcome.model, now)
