@@ -158,7 +158,7 @@ class LineValidator:
         ):
             return None
         custom_id: str = line.custom_id
-        if len(custom_id) > MAX_CUSTOM_ID or "\x00" in custom_id or not self._is_new(custom_id):
+        if not storable(custom_id, MAX_CUSTOM_ID) or not self._is_new(custom_id):
             return None  # a custom_id the store cannot keep, or a duplicate: the slow path says
         if self._counts_inputs:
             self._embedding_inputs += _input_count(body.input)

@@ -493,7 +493,7 @@ async def test_a_claim_takes_its_limit_when_the_planner_has_not_seen_the_batch(
             await conn.execute("ANALYZE retries")
         batch = await make_running_batch(store, lines=3000)
         claims = await store.claim_requests(batch.id, "w", 3000, NOW, NOW + LEASE)
-        await store.release_requests("w", claims)
+        await store.record_results("w", [c.given_back() for c in claims])
 
         again = await store.claim_requests(batch.id, "w", 100, NOW, NOW + LEASE)
 
@@ -536,25 +536,25 @@ async def test_claims_hand_out_spans_of_fresh_lines(store: SqlStore) -> None:
     assert [(c.line, c.span, c.attempts) for c in second] == [(3, 3, 1), (4, 3, 1), (5, 3, 1)]
 
 
-async def test_release_requests(store: SqlStore) -> None:
-    """Released lines can be claimed again by anyone, their unsent attempt not counted."""
+async def test_lines_given_back_are_claimed_again(store: SqlStore) -> None:
+    """Lines given back can be claimed again by anyone, their unsent attempt not counted."""
     batch = await make_running_batch(store, lines=3)
     claims = await store.claim_requests(batch.id, "a", 3, NOW, NOW + LEASE)
-    await store.release_requests("a", claims[1:])
+    await store.record_results("a", [c.given_back() for c in claims[1:]])
     again = await store.claim_requests(batch.id, "b", 3, NOW, NOW + LEASE)
     assert [(c.line, c.attempts, c.span) for c in again] == [(2, 1, None), (3, 1, None)]
-    await store.release_requests("b", again)
+    await store.record_results("b", [c.given_back() for c in again])
     assert [c.line for c in await store.claim_requests(batch.id, "c", 3, NOW, NOW + LEASE)] == [
         2,
         3,
     ]
 
 
-async def test_release_requests_of_another_owner(store: SqlStore) -> None:
-    """An owner cannot release lines it does not hold."""
+async def test_lines_of_another_owner_cannot_be_given_back(store: SqlStore) -> None:
+    """An owner cannot give back lines it does not hold."""
     batch = await make_running_batch(store, lines=2)
     claims = await store.claim_requests(batch.id, "a", 2, NOW, NOW + LEASE)
-    await store.release_requests("b", claims)
+    await store.record_results("b", [c.given_back() for c in claims])
     assert await store.claim_requests(batch.id, "b", 2, NOW, NOW + LEASE) == []
 
 

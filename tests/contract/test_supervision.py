@@ -9,7 +9,7 @@ import errno
 import logging
 import time
 from collections import Counter
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -51,6 +51,22 @@ class CountingUpstream(Upstream):
         return UpstreamResponse(self.status, self.answers.get(custom_id, ANSWER), "req_1", {})
 
 
+def commits_fail(
+    monkeypatch: pytest.MonkeyPatch, error: Callable[[Sequence[RequestResult]], StoreError | None]
+) -> None:
+    """The store's commits raise ``error(results)`` whenever it is not None."""
+    record = SqlStore.record_results
+
+    async def failing(
+        self: SqlStore, owner: str, results: Sequence[RequestResult], *, again: bool = False
+    ) -> None:
+        if (refusal := error(results)) is not None:
+            raise refusal
+        await record(self, owner, results, again=again)
+
+    monkeypatch.setattr(SqlStore, "record_results", failing)
+
+
 async def error_lines(store: SqlStore, tmp_path: Path, batch_id: str) -> dict[str, Any]:
     """The batch's error file, by custom_id."""
     batch = await store.get_batch(batch_id)
@@ -82,16 +98,13 @@ async def test_a_result_the_store_refuses_fails_alone(
 ) -> None:
     """Whatever the store refuses for good, not for the moment, costs only the line it came
     with: its group is committed in halves around it, and it fails as server_error."""
-    record = SqlStore.record_results
 
-    async def refusing(
-        self: SqlStore, owner: str, results: Sequence[RequestResult], *, again: bool = False
-    ) -> None:
+    def refusal(results: Sequence[RequestResult]) -> StoreError | None:
         if any(result.line == 5 and b"chat.completion" in result.output_line for result in results):
-            raise StoreError("a value the store cannot hold", transient=False)
-        await record(self, owner, results, again=again)
+            return StoreError("a value the store cannot hold", transient=False)
+        return None
 
-    monkeypatch.setattr(SqlStore, "record_results", refusing)
+    commits_fail(monkeypatch, refusal)
     upstream = CountingUpstream()
     async with running_worker(store, tmp_path, upstream) as create:
         batch = await create("r", 40)
@@ -170,17 +183,14 @@ async def test_while_commits_fail_nothing_more_is_claimed_or_sent(
     """The store refusing writes for a while (a full disk) stalls the worker: the model server
     gets nothing more than what was in flight, and once writes succeed again the batch goes on
     without a restart, no line sent twice."""
-    record = SqlStore.record_results
     failing_until = 0.0
 
-    async def full_for_a_while(
-        self: SqlStore, owner: str, results: Sequence[RequestResult], *, again: bool = False
-    ) -> None:
+    def full_for_a_while(results: Sequence[RequestResult]) -> StoreError | None:
         if time.monotonic() < failing_until:
-            raise StoreError("SQLite: database or disk is full")
-        await record(self, owner, results, again=again)
+            return StoreError("SQLite: database or disk is full")
+        return None
 
-    monkeypatch.setattr(SqlStore, "record_results", full_for_a_while)
+    commits_fail(monkeypatch, full_for_a_while)
     upstream = CountingUpstream()
     async with running_worker(store, tmp_path, upstream) as create:
         batch = await create("r", 400)
@@ -229,17 +239,14 @@ async def test_a_store_that_refuses_every_commit_for_a_while_fails_no_line(
     """An error that trying again only repeats, but for every commit (a schema being changed, a
     permission revoked): no result is failed or dropped as if it were to blame; once commits
     go through, every line is recorded, none sent twice."""
-    record = SqlStore.record_results
     refusing_until = 0.0
 
-    async def refusing(
-        self: SqlStore, owner: str, results: Sequence[RequestResult], *, again: bool = False
-    ) -> None:
+    def refusing(results: Sequence[RequestResult]) -> StoreError | None:
         if time.monotonic() < refusing_until:
-            raise StoreError("permission denied for table results", transient=False)
-        await record(self, owner, results, again=again)
+            return StoreError("permission denied for table results", transient=False)
+        return None
 
-    monkeypatch.setattr(SqlStore, "record_results", refusing)
+    commits_fail(monkeypatch, refusing)
     upstream = CountingUpstream()
     async with running_worker(store, tmp_path, upstream) as create:
         refusing_until = time.monotonic() + 2.0

@@ -86,11 +86,6 @@ class Database(ABC):
     @abstractmethod
     async def close(self) -> None: ...
 
-    async def ping(self) -> None:
-        """Raise unless the database answers a trivial query (readiness)."""
-        async with self.reader() as conn:
-            await conn.fetch("SELECT 1")
-
     async def apply_migrations(self, conn: Connection) -> int:
         """Apply, inside the caller's transaction, every migration newer than the recorded
         version; the version after."""

@@ -443,11 +443,6 @@ class SqlStore:
                 owner,
             )
 
-    async def release_requests(self, owner: str, claims: Sequence[ClaimedRequest]) -> None:
-        """Give back claimed lines that were never sent: any worker may take them now, and the
-        attempt they were claimed for is not counted."""
-        await self.record_results(owner, [c.given_back() for c in claims])
-
     async def record_results(
         self, owner: str, results: Sequence[RequestResult], *, again: bool = False
     ) -> None:

@@ -49,7 +49,7 @@ class UpstreamHealth:
 
 def reason_of(error: BaseException) -> str:
     """A few words for why no answer came: "connection refused", "timed out", …"""
-    if isinstance(error, UpstreamTimeout):
+    if isinstance(error, (UpstreamTimeout, TimeoutError)):
         return "timed out"
     cause = error.__cause__
     if isinstance(error, UpstreamUnreachable) and cause is not None:
@@ -62,8 +62,6 @@ def reason_of(error: BaseException) -> str:
 def _unreachable_reason(cause: BaseException) -> str:
     if isinstance(cause, ConnectionRefusedError):
         return "connection refused"
-    if isinstance(cause, TimeoutError):
-        return "connect timed out"
     if isinstance(cause, socket.gaierror):
         return "host name not found"
     if isinstance(cause, ssl.SSLError):

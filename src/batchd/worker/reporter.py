@@ -69,7 +69,7 @@ class UpstreamReporter:
             async with asyncio.timeout(PROBE_TIMEOUT):
                 await upstream.probe()
         except (UpstreamError, TimeoutError) as exc:
-            reason = reason_of(exc) if isinstance(exc, UpstreamError) else "timed out"
+            reason = reason_of(exc)
             dispatcher.health.failed(reason)
             log.warning(
                 "upstream_unreachable_at_start",
