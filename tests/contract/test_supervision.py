@@ -255,3 +255,50 @@ async def test_a_store_that_refuses_every_commit_for_a_while_fails_no_line(
     done = await store.get_batch(batch.id)
     assert done is not None and (done.completed, done.failed) == (30, 0)
     assert set(upstream.sent.values()) == {1} and len(upstream.sent) == 30
+
+
+class SomeLinesAlwaysFail(CountingUpstream):
+    """Answers the lines named in ``failing`` 500, every time; the others at once."""
+
+    def __init__(self, failing: set[str]) -> None:
+        super().__init__()
+        self.failing = failing
+        self.probed = 0
+
+    async def send(
+        self, endpoint: str, body: bytes, headers: Mapping[str, str]
+    ) -> UpstreamResponse:
+        answer = await super().send(endpoint, body, headers)
+        if headers["x-batchd-custom-id"] in self.failing:
+            return UpstreamResponse(500, b'{"error": {"message": "no"}}', "req_1", {})
+        return answer
+
+    async def probe(self) -> None:
+        self.probed += 1
+
+
+async def test_lines_that_always_fail_at_the_end_of_a_batch_do_not_pause_it_for_good(
+    store: SqlStore, tmp_path: Path
+) -> None:
+    """Once only lines that fail on their own are left, the breaker (opened by them: every
+    answer fails, from enough lines) asks the server itself whether it is up rather than probe
+    with one of them, one every max_cooldown; the lines then fail after their own tries."""
+    failing = {f"r-{i}" for i in range(0, 200, 10)}
+    upstream = SomeLinesAlwaysFail(failing)
+    async with running_worker(
+        store,
+        tmp_path,
+        upstream,
+        retry_base_delay=0.05,
+        retry_max_delay=0.2,
+        breaker_base_cooldown=0.2,
+        breaker_max_cooldown=30,
+    ) as create:
+        batch = await create("r", 200)
+        started = time.monotonic()
+        await wait_for(store, batch, {"completed"})
+    done = await store.get_batch(batch.id)
+    assert done is not None and (done.completed, done.failed) == (180, 20)
+    assert time.monotonic() - started < 15
+    assert all(upstream.sent[custom_id] == 5 for custom_id in failing)
+    assert upstream.probed >= 1

@@ -70,6 +70,11 @@ class Outcomes:
             return self._again(claim, self._retry.backoff(claim.attempts), refund)
         return failed(claim, error.code, error.message)
 
+    def probe_failed(self, error: UpstreamError) -> None:
+        """The server itself did not answer the breaker's probe: it stays paused, longer."""
+        self._breaker.failed("probe", answered=False)
+        self._health.unanswered(error)
+
     def not_sent(self, claim: ClaimedRequest) -> RequestResult:
         """A line whose sending raised an error batchd does not expect (a bug): tried again like
         one that got no answer, and failed once out of tries, so that its batch still ends."""

@@ -34,6 +34,8 @@ from batchd.worker.supervisor import Supervisor
 
 log = logging.getLogger("batchd.worker")
 
+SERVER_PROBE_TIMEOUT = 10.0
+
 NO_ANSWER: dict[type[UpstreamError], str] = {
     UpstreamTimeout: "timeout",
     UpstreamUnreachable: "unreachable",
@@ -139,14 +141,33 @@ class Senders:
                 continue
             if breaker.is_open and not await self._admitted(stopping):
                 return None
-            job = ready.take(fresh=breaker.probing)
+            probing = breaker.probing
+            job = ready.take(fresh=probing)
             if job is None or self._lease_lapsed(job):
                 breaker.abandoned()  # if this sender was the probe, another may be
                 if job is not None:
                     self._committer.add(job.claim.given_back())
                 continue
+            if probing and job.claim.span is None and not await self._server_answers():
+                ready.jobs.appendleft(job)  # still down: the line waits with the others
+                continue
             return job
         return None
+
+    async def _server_answers(self) -> bool:
+        """The probe when only lines tried before are ready: such a line may fail on its own,
+        again and again, and keep the upstream paused for good, so the server itself is asked
+        (``GET /models``). If it answers, the breaker closes and the line goes like any other."""
+        try:
+            async with asyncio.timeout(SERVER_PROBE_TIMEOUT):
+                await self._upstream.probe()
+        except (UpstreamError, TimeoutError) as exc:
+            self._outcomes.probe_failed(
+                exc if isinstance(exc, UpstreamError) else UpstreamTimeout()
+            )
+            return False
+        self._breaker.succeeded()
+        return True
 
     async def _admitted(self, stopping: asyncio.Event) -> bool:
         """Wait for the open breaker to let a request through; whether it did before stopping.
