@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import random
 import signal
 import sqlite3
@@ -9,6 +10,7 @@ import time
 from pathlib import Path
 
 import openai
+import orjson
 import pytest
 
 from tests.e2e.conftest import ModelServer, Server, ServerFactory, wait_for_batch
@@ -246,3 +248,30 @@ def _lines_of(database: Path, batch_id: str) -> int:
     with sqlite3.connect(database) as conn:
         row = conn.execute("SELECT count(*) FROM requests WHERE batch_id = ?", (batch_id,))
         return int(row.fetchone()[0])
+
+
+def test_bytes_a_crash_left_behind_are_collected_at_start(
+    start_server: ServerFactory, tmp_path: Path
+) -> None:
+    """Bytes without an owner (an upload cut off by a crash, a blob whose row never came) are
+    deleted by the next start once old enough, and logged; an uploaded file's bytes stay."""
+    data = tmp_path / "data"
+    first = start_server(data_dir=data)
+    content = orjson.dumps(request_line(1)) + b"\n"
+    kept = first.client().files.create(file=("in.jsonl", content), purpose="batch")
+    _kill(first)
+    blobs = data / "files"
+    orphan = blobs / "files" / "file-0123456789abcdefghijkl"
+    unfinished = blobs / "files" / ".file-0123456789abcdefghijkm.1234abcd.part"
+    for path in (orphan, unfinished):
+        path.write_bytes(b"left behind\n")
+        os.utime(path, (time.time() - 2 * 3600,) * 2)
+
+    second = start_server(data_dir=data)
+
+    deadline = time.monotonic() + 20
+    while (orphan.exists() or unfinished.exists()) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert not orphan.exists() and not unfinished.exists()
+    assert second.client().files.content(kept.id).read() == content
+    assert "orphan_blob_deleted" in second.log()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import pytest
@@ -202,3 +203,40 @@ async def test_size_is_the_blobs_bytes_and_a_missing_one_is_not_found(
     assert await blobs.size("files/a") == 5
     with pytest.raises(BlobNotFound):
         await blobs.size("files/none")
+
+
+async def test_list_names_every_committed_blob_with_its_size(blobs: LocalBlobStore) -> None:
+    """``list`` yields each committed blob, however deep, with its size: not writes in progress."""
+    await put(blobs, "files/a", b"abc")
+    await put(blobs, "batches/b/parts/1.jsonl", b"12345")
+    writer = blobs.writer("files/unfinished")
+    await writer.write(BIG * b"x")  # reaches disk under a hidden name
+
+    listed = {blob.key: blob.size async for blob in blobs.list()}
+
+    assert listed == {"files/a": 3, "batches/b/parts/1.jsonl": 5}
+    await writer.abort()
+
+
+async def test_list_of_an_empty_store_is_empty(blobs: LocalBlobStore) -> None:
+    """A store never written to lists nothing (its folder does not exist yet)."""
+    assert [blob async for blob in blobs.list()] == []
+
+
+async def test_discard_unfinished_removes_only_writes_left_alone(blobs: LocalBlobStore) -> None:
+    """A write whose process died (its bytes untouched since ``before``) is removed; a write
+    still going and committed blobs stay."""
+    await put(blobs, "files/kept", b"abc")
+    dead = blobs.writer("files/dead")
+    await dead.write(BIG * b"x")
+    live = blobs.writer("files/live")
+    await live.write(BIG * b"y")
+    dead_temp = next(p for p in files_under(blobs.root) if p.name.startswith(".dead"))
+    os.utime(dead_temp, (1_000, 1_000))
+
+    assert await blobs.discard_unfinished(before=2_000) == 1
+
+    assert not dead_temp.exists()
+    await live.commit()
+    assert {blob.key async for blob in blobs.list()} == {"files/kept", "files/live"}
+    await dead.abort()  # only to close its handle: a dead process has none

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from batchd.blobstore.base import BlobStore, BlobWriter
+from batchd.blobstore.base import BlobInfo, BlobStore, BlobWriter
 from batchd.blobstore.local import LocalBlobStore
 
-__all__ = ["BlobStore", "BlobWriter", "LocalBlobStore", "open_blobstore"]
+__all__ = ["BlobInfo", "BlobStore", "BlobWriter", "LocalBlobStore", "open_blobstore"]
 
 
 def open_blobstore(root: Path) -> BlobStore:

@@ -6,6 +6,15 @@ from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from collections.abc import AsyncIterator, Sequence
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class BlobInfo:
+    key: str
+    size: int
+    modified: float
+    """When its last byte was written, in seconds since the epoch."""
 
 
 class BlobWriter(ABC):
@@ -48,6 +57,15 @@ class BlobStore(ABC):
     @abstractmethod
     async def delete(self, key: str) -> None:
         """Remove the blob; a missing blob is not an error."""
+
+    @abstractmethod
+    def list(self) -> AsyncIterator[BlobInfo]:
+        """Every committed blob, in no particular order, a page of them at a time."""
+
+    @abstractmethod
+    async def discard_unfinished(self, before: float) -> int:
+        """Remove the bytes of writes begun but never committed nor aborted (their process
+        died) whose last byte came before ``before`` (seconds since the epoch); how many."""
 
     @abstractmethod
     async def check(self) -> None:

@@ -5,16 +5,18 @@ sync to disk still goes to one)."""
 from __future__ import annotations
 
 import asyncio
+import itertools
 import os
 import secrets
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Iterator, Sequence
 from pathlib import Path
 from typing import BinaryIO
 
-from batchd.blobstore.base import BlobStore, BlobWriter
+from batchd.blobstore.base import BlobInfo, BlobStore, BlobWriter
 from batchd.errors import BlobNotFound
 
 _WRITE_BUFFER = 1 << 20
+_LIST_PAGE = 1000
 CHECK_BYTES = bytes(64 * 1024)
 """What a readiness check writes and syncs: real bytes, as a result part's write would."""
 
@@ -136,6 +138,27 @@ class LocalBlobStore(BlobStore):
     async def delete(self, key: str) -> None:
         await asyncio.to_thread(self._path(key).unlink, True)
 
+    async def list(self) -> AsyncIterator[BlobInfo]:
+        blobs = (blob for blob in _files(self.root) if not _is_hidden(blob.key))
+        while page := await asyncio.to_thread(_take, blobs, _LIST_PAGE):
+            for blob in page:
+                yield blob
+
+    async def discard_unfinished(self, before: float) -> int:
+        """A write in progress lives in a hidden file beside its blob (as does the readiness
+        check's probe): those not written to since ``before`` were left by a dead process."""
+        return await asyncio.to_thread(self._discard_unfinished_sync, before)
+
+    def _discard_unfinished_sync(self, before: float) -> int:
+        stale = [
+            blob.key
+            for blob in _files(self.root)
+            if _is_hidden(blob.key) and blob.modified < before
+        ]
+        for key in stale:
+            self._path(key).unlink(missing_ok=True)
+        return len(stale)
+
     async def check(self) -> None:
         await asyncio.to_thread(self.root.mkdir, parents=True, exist_ok=True)
         key = f".probe-{secrets.token_hex(4)}"
@@ -147,6 +170,37 @@ class LocalBlobStore(BlobStore):
             await writer.abort()
             raise
         await self.delete(key)
+
+
+def _walk(folder: Path) -> Iterator[os.DirEntry[str]]:
+    """Every file under ``folder``, however deep; nothing when it does not exist."""
+    try:
+        entries = os.scandir(folder)
+    except FileNotFoundError:
+        return
+    with entries:
+        for entry in entries:
+            if entry.is_dir(follow_symlinks=False):
+                yield from _walk(Path(entry.path))
+            elif entry.is_file(follow_symlinks=False):
+                yield entry
+
+
+def _files(root: Path) -> Iterator[BlobInfo]:
+    for entry in _walk(root):
+        try:
+            stat = entry.stat()
+        except FileNotFoundError:  # deleted while the walk went on
+            continue
+        yield BlobInfo(Path(entry.path).relative_to(root).as_posix(), stat.st_size, stat.st_mtime)
+
+
+def _is_hidden(key: str) -> bool:
+    return key.rpartition("/")[2].startswith(".")
+
+
+def _take(items: Iterator[BlobInfo], count: int) -> list[BlobInfo]:
+    return list(itertools.islice(items, count))
 
 
 def _make_folders(folder: Path) -> list[Path]:

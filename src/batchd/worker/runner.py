@@ -18,6 +18,7 @@ from batchd.errors import StoreError
 from batchd.files import purge_expired
 from batchd.metrics import Metrics, MetricsServer
 from batchd.models import TERMINAL, Batch, BatchStatus
+from batchd.orphans import GRACE, collect_orphans
 from batchd.settings import Settings
 from batchd.store import SqlStore
 from batchd.upstreams import UpstreamRouter
@@ -40,7 +41,8 @@ class Worker:
       dispatch (``dispatch.py``);
     - ``ingest`` and ``finalize``: the whole-batch phases, one batch at a time;
     - ``leases``: renewing the leases of what this worker holds;
-    - ``housekeeping``: expiry, and lines a stopped worker left of finished batches;
+    - ``housekeeping``: expiry, blobs nothing refers to (``orphans.py``, hourly), and lines a
+      stopped worker left of finished batches;
     - ``upstreams``: each upstream's state, to the log and the store (``GET /v1/upstreams``).
 
     ``on_fatal`` is called once a task keeps failing: the process is to exit non-zero.
@@ -230,9 +232,13 @@ class Worker:
                 await drop_lines(self._store, self._blobs, batch_id)
         except (StoreError, OSError):
             log.exception("housekeeping_failed")
+        next_collection = self._clock.now()
         while not self._stopping.is_set():
             try:
                 await purge_expired(self._store, self._blobs, int(self._clock.now()))
+                if self._clock.now() >= next_collection:
+                    next_collection = self._clock.now() + GRACE
+                    await collect_orphans(self._store, self._blobs, self._clock.now())
             except (StoreError, OSError):
                 log.exception("housekeeping_failed")
             await self._pause(self._settings.lease_seconds / 3)
