@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import importlib.util
 import os
+import shutil
 import tempfile
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
@@ -31,11 +32,14 @@ def postgres_cluster() -> Iterator[Cluster]:
             pytest.fail(f"BATCHD_REQUIRE_POSTGRES=1 but {reason}")
         pytest.skip(reason)
     root = Path(tempfile.mkdtemp(prefix="batchd-pg-"))
-    cluster = start_cluster(root)
     try:
-        yield cluster
+        cluster = start_cluster(root)
+        try:
+            yield cluster
+        finally:
+            cluster.stop()
     finally:
-        cluster.stop()
+        shutil.rmtree(root, ignore_errors=True)
 
 
 @pytest.fixture(scope="session")
