@@ -14,6 +14,7 @@ from batchd.api.errors import EXCEPTION_HANDLERS
 from batchd.api.middleware import AuthMiddleware, RequestIdMiddleware
 from batchd.batches import Batches
 from batchd.blobstore import open_blobstore
+from batchd.catalog import Catalog
 from batchd.clock import Clock, SystemClock
 from batchd.files import Files
 from batchd.metrics import Metrics
@@ -54,9 +55,12 @@ def create_app(
         app.state.store, app.state.blobs, app.state.metrics = store, blobs, metrics
         app.state.worker, app.state.clock, app.state.settings = worker, clock, settings
         app.state.files = Files(settings, store, blobs, clock)
+        app.state.catalog = Catalog(router, clock)
         app.state.batches = Batches(
             settings, store, clock, on_change=worker.notify if worker else lambda: None
         )
+        if not settings.upstreams:
+            log.warning("no_upstreams: no --upstream given, so every batch will fail validation")
         if not settings.api_keys:
             log.warning("auth_disabled: no --api-key given, so any bearer token is accepted")
         if worker is not None:

@@ -6,7 +6,7 @@ size validates in bounded memory, and it reports every bad line rather than the 
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -21,6 +21,8 @@ LineRun = tuple[int, int, list[bytes]]
 
 MAX_REPORTED_ERRORS = 1000
 """Enough to fix a file by; more would bloat every read of the batch object."""
+MODELS_NAMED = 10
+"""How many of the models served a ``model_not_found`` names."""
 
 REQUIRED_BODY_FIELDS = {
     "/v1/chat/completions": ("model", "messages"),
@@ -58,6 +60,8 @@ class Rules:
     max_requests: int
     max_embedding_inputs: int
     model_is_served: Callable[[str], bool]
+    served_models: Sequence[str] = ()
+    """Named in ``model_not_found``, when they are known."""
 
 
 @dataclass
@@ -287,9 +291,15 @@ class LineValidator:
                 "body.model",
             )
         elif not self._model_served:
-            self._fail(
-                number, "model_not_found", f"The model '{model}' does not exist.", "body.model"
-            )
+            self._fail(number, "model_not_found", self._unknown_model(model), "body.model")
+
+    def _unknown_model(self, model: str) -> str:
+        served = self.rules.served_models
+        if not served:
+            return f"The model '{model}' does not exist."
+        named = ", ".join(served[:MODELS_NAMED])
+        more = f" and {len(served) - MODELS_NAMED} more" if len(served) > MODELS_NAMED else ""
+        return f"The model '{model}' does not exist. Models served: {named}{more}."
 
 
 def _input_count(given: object) -> int:

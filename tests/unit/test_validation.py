@@ -250,6 +250,16 @@ def test_model_not_found_on_every_line() -> None:
     assert "gpt-test" in outcome.errors[0].message
 
 
+def test_model_not_found_names_the_models_served() -> None:
+    """``model_not_found`` names the models served, the first ten and how many more."""
+    few = validate([line()], model_is_served=lambda model: False, served_models=("a", "b"))
+    many = [f"m{i:02}" for i in range(13)]
+    lots = validate([line()], model_is_served=lambda model: False, served_models=many)
+
+    assert few.errors[0].message == "The model 'gpt-test' does not exist. Models served: a, b."
+    assert lots.errors[0].message.endswith("m08, m09 and 3 more.")
+
+
 def test_model_must_be_a_string() -> None:
     """A non-string model is invalid_request on body.model."""
     request = line()

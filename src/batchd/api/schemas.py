@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from typing import Any, TypeVar
 
+from batchd.catalog import ServedModel
 from batchd.models import Batch, LineError, StoredFile, UpstreamStatus
 
 T = TypeVar("T")
@@ -90,6 +91,11 @@ def list_page(items: Sequence[T], has_more: bool, render: Callable[[T], JSON]) -
 
 def error_body(message: str, type_: str, param: str | None, code: str | None) -> JSON:
     return {"error": {"message": message, "type": type_, "param": param, "code": code}}
+
+
+def model_object(model: ServedModel) -> JSON:
+    """OpenAI's Model object. batchd does not know when a model was made: ``created`` is 0."""
+    return {"id": model.id, "object": "model", "created": 0, "owned_by": model.upstream}
 
 
 def upstream_object(status: UpstreamStatus, workers: int) -> JSON:

@@ -59,6 +59,7 @@ def validate(
         max_requests=max_requests,
         max_embedding_inputs=max_embedding_inputs,
         model_is_served=(lambda model: model in models) if models else (lambda _: True),
+        served_models=models,
     )
     output = Output(as_json)
     raise SystemExit(guarded(output, lambda: Report(output, path).run(rules, max_bytes)))

@@ -26,6 +26,10 @@ class UpstreamRouter:
     def serves(self, model: str) -> bool:
         return self.for_model(model) is not None
 
+    def named_models(self) -> list[str]:
+        """The models named in the upstreams' settings, in routing order, each once."""
+        return list(dict.fromkeys(m for u in self.upstreams for m in sorted(u.models)))
+
     async def open(self) -> None:
         for upstream in self.upstreams:
             await upstream.open()

@@ -27,13 +27,15 @@ class Upstream(ABC):
     models: frozenset[str]
     max_concurrency: int
 
-    def serves(self, model: str) -> bool:
-        return not self.models or model in self.models
-
     @abstractmethod
     async def send(
         self, endpoint: str, body: bytes, headers: Mapping[str, str]
     ) -> UpstreamResponse: ...
+
+    async def list_models(self) -> list[str]:
+        """The models it serves: those named in its settings, else those it lists itself.
+        Raises UpstreamError when it was asked and gave no list."""
+        return sorted(self.models)
 
     async def probe(self) -> None:  # noqa: B027 - a model in this process is always there
         """Raise UpstreamError unless the model server answers (checked at start)."""

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from collections.abc import Awaitable, Mapping
 
+import msgspec
+
 from batchd.errors import (
     ResponseTooLarge,
     UpstreamDisconnected,
@@ -65,6 +67,20 @@ class HttpUpstream(Upstream):
             answer.status, answer.body, answer.headers.get("x-request-id"), answer.headers
         )
 
+    async def list_models(self) -> list[str]:
+        """Its named models or, serving any, the ids its ``GET /models`` lists."""
+        if self.models:
+            return sorted(self.models)
+        answer = await self._asking(self._connections.get("/models"))
+        if answer.status != 200:
+            raise UpstreamError(f"The model server answered {answer.status} to GET /models.")
+        try:
+            listed = msgspec.json.decode(answer.body, type=_ModelList)
+        except msgspec.DecodeError as exc:
+            message = f"The model server's list of models could not be read: {exc}."
+            raise UpstreamError(message) from exc
+        return sorted({model.id for model in listed.data})
+
     async def probe(self) -> None:
         """``GET /models``: raise UpstreamError if the server does not answer, refuses the key
         (401, 403) or fails (5xx). Any other answer will do: not every server lists models."""
@@ -94,3 +110,11 @@ class HttpUpstream(Upstream):
             raise UpstreamUnreachable(
                 f"The model server could not be reached ({type(exc).__name__}: {exc})."
             ) from exc
+
+
+class _ListedModel(msgspec.Struct):
+    id: str
+
+
+class _ModelList(msgspec.Struct):
+    data: list[_ListedModel]

@@ -49,6 +49,7 @@ class Ingest:
                 max_requests=self._settings.max_requests_per_batch,
                 max_embedding_inputs=self._settings.max_embedding_inputs,
                 model_is_served=self._router.serves,
+                served_models=self._router.named_models(),
             )
         )
         pending: list[IndexedLine] = []
