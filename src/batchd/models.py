@@ -45,13 +45,14 @@ class RequestState(StrEnum):
     CANCELLED = "cancelled"  # skipped by a cancel: a batch_cancelled line
 
 
-ENDPOINTS = (
-    "/v1/responses",
-    "/v1/chat/completions",
-    "/v1/embeddings",
-    "/v1/completions",
-    "/v1/moderations",
-)
+ENDPOINTS: dict[str, tuple[str, ...]] = {
+    "/v1/responses": ("model", "input"),
+    "/v1/chat/completions": ("model", "messages"),
+    "/v1/embeddings": ("model", "input"),
+    "/v1/completions": ("model", "prompt"),
+    "/v1/moderations": ("model", "input"),
+}
+"""The batch endpoints, in the order OpenAI lists them, and the body fields each requires."""
 
 UPLOAD_PURPOSES = ("batch", "assistants", "fine-tune", "vision", "user_data", "evals")
 OUTPUT_PURPOSE = "batch_output"

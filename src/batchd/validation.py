@@ -13,7 +13,7 @@ from typing import Any
 import msgspec
 import orjson
 
-from batchd.models import IndexedLine, LineError
+from batchd.models import ENDPOINTS, IndexedLine, LineError
 from batchd.text import MAX_CUSTOM_ID, storable
 
 LineRun = tuple[int, int, list[bytes]]
@@ -24,13 +24,6 @@ MAX_REPORTED_ERRORS = 1000
 MODELS_NAMED = 10
 """How many of the models served a ``model_not_found`` names."""
 
-REQUIRED_BODY_FIELDS = {
-    "/v1/chat/completions": ("model", "messages"),
-    "/v1/completions": ("model", "prompt"),
-    "/v1/embeddings": ("model", "input"),
-    "/v1/responses": ("model", "input"),
-    "/v1/moderations": ("model", "input"),
-}
 ENVELOPE_FIELDS_IN_ORDER = ("custom_id", "method", "url", "body")
 ENVELOPE_FIELDS = frozenset(ENVELOPE_FIELDS_IN_ORDER)
 
@@ -44,7 +37,7 @@ def _line_shape(endpoint: str) -> msgspec.json.Decoder[Any]:
         "Body",
         [
             ("model", str),
-            *((name, required_type) for name in REQUIRED_BODY_FIELDS[endpoint] if name != "model"),
+            *((name, required_type) for name in ENDPOINTS[endpoint] if name != "model"),
             ("stream", Any, None),
         ],
     )
@@ -97,7 +90,7 @@ class LineValidator:
         self._custom_ids: set[str] = set()
         self._embedding_inputs = 0
         self._model_served = False
-        self._required = REQUIRED_BODY_FIELDS[rules.endpoint]
+        self._required = ENDPOINTS[rules.endpoint]
         self._counts_inputs = rules.endpoint == "/v1/embeddings"
         self._shape = _line_shape(rules.endpoint)
 

@@ -17,8 +17,8 @@ from batchd.client.errors import LocalFileError
 from batchd.client.exits import ExitCode
 from batchd.client.output import Output
 from batchd.client.session import guarded, json_option
-from batchd.models import LineError
-from batchd.validation import REQUIRED_BODY_FIELDS, LineValidator, Outcome, Rules, iter_line_runs
+from batchd.models import ENDPOINTS, LineError
+from batchd.validation import LineValidator, Outcome, Rules, iter_line_runs
 
 READ_BLOCK = 1 << 20
 MAX_BATCH_FILE_BYTES = 200 * 1024 * 1024  # the Batch API's limits (SPEC §4)
@@ -30,7 +30,7 @@ MAX_EMBEDDING_INPUTS = 50_000
 @click.argument(
     "path", metavar="FILE", type=click.Path(exists=True, dir_okay=False, path_type=Path)
 )
-@click.option("--endpoint", required=True, type=click.Choice(list(REQUIRED_BODY_FIELDS)))
+@click.option("--endpoint", required=True, type=click.Choice(list(ENDPOINTS)))
 @click.option(
     "--model",
     "models",
