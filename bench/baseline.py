@@ -6,7 +6,8 @@ imported about as much as batchd's, and with CPython's defaults the collector co
 
 Its HTTP client is aiohttp, the fastest a hand-written loop would use (httpx, under the openai
 SDK, costs several times more). ``client="batchd"`` runs the same loop through batchd's own
-client (``batchd.upstreams.connections``) instead, to show what batchd's work costs on its own.
+client (``batchd.upstreams.connections``) instead, to show what batchd's work costs on its own;
+``client="httpx"`` through httpx, for the ``clients`` scenario that compares the three.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ from pathlib import Path
 from typing import Literal
 
 import aiohttp
+import httpx
 import orjson
 
 from batchd.heap import tune_collector
@@ -24,7 +26,7 @@ from batchd.result_lines import answered_line
 from batchd.settings import Settings
 from batchd.upstreams.connections import ConnectionPool
 
-Client = Literal["aiohttp", "batchd"]
+Client = Literal["aiohttp", "batchd", "httpx"]
 Post = Callable[[str, bytes], Awaitable[tuple[int, str | None, bytes]]]
 """(path under /v1, body) → (status, x-request-id, body)"""
 
@@ -38,6 +40,8 @@ async def run_baseline(
 ) -> int:
     """Send every line of ``input_path``; return how many answers were written."""
     tune_collector()
+    if client == "httpx":
+        return await _send_with_httpx(input_path, output_path, base_url, concurrency)
     if client == "batchd":
         pool = ConnectionPool(
             base_url,
@@ -68,6 +72,21 @@ async def run_baseline(
                 return response.status, response.headers.get("x-request-id"), content
 
         return await _send_all(input_path, output_path, concurrency, post_aiohttp)
+
+
+async def _send_with_httpx(
+    input_path: Path, output_path: Path, base_url: str, concurrency: int
+) -> int:
+    limits = httpx.Limits(max_connections=concurrency, max_keepalive_connections=concurrency)
+    async with httpx.AsyncClient(limits=limits, timeout=600) as client:
+
+        async def post_httpx(path: str, body: bytes) -> tuple[int, str | None, bytes]:
+            response = await client.post(
+                base_url + path, content=body, headers={"Content-Type": "application/json"}
+            )
+            return response.status_code, response.headers.get("x-request-id"), response.content
+
+        return await _send_all(input_path, output_path, concurrency, post_httpx)
 
 
 async def _send_all(input_path: Path, output_path: Path, concurrency: int, post: Post) -> int:

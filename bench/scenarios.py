@@ -588,6 +588,35 @@ def answers(work: Path, requests: int, store_flags: list[str]) -> list[Row]:
     return rows
 
 
+CLIENT_ROUNDS = 3
+"""Each client sends the whole batch this many times, in turns; the least CPU of each is kept
+(the run a neighbour disturbed least)."""
+
+
+def clients(work: Path, requests: int, store_flags: list[str]) -> list[Row]:
+    """The HTTP client batchd sends with, against aiohttp and httpx: CPU per request of the same
+    bare loop (concurrency 64, the fake model server in its own process), in this process."""
+    source = write_chat_batch(work / "clients.jsonl", requests)
+    cpu: dict[Client, list[float]] = {"aiohttp": [], "batchd": [], "httpx": []}
+    with fake_model_server_process(work) as (_, upstream):
+        for _ in range(CLIENT_ROUNDS):
+            for client in cpu:
+                cpu[client].append(_bare_loop(work, source, upstream, 64, client)[1])
+    per_request = {client: min(seconds) / requests * 1e6 for client, seconds in cpu.items()}
+    return [
+        Row(
+            "clients",
+            f"CPU µs per request, batchd's vs {other}",
+            _fmt(per_request["batchd"]),
+            _fmt(per_request[other]),
+            f"{per_request['batchd'] / per_request[other]:.2f}",
+            "< 1",
+            per_request["batchd"] < per_request[other],
+        )
+        for other in ("aiohttp", "httpx")
+    ]
+
+
 SCENARIOS = {
     "fake": fake_ceiling,
     "overhead": overhead,
@@ -600,4 +629,5 @@ SCENARIOS = {
     "instructions": instructions,
     "embeddings": embeddings,
     "answers": answers,
+    "clients": clients,
 }
