@@ -51,8 +51,13 @@ ENDPOINTS: dict[str, tuple[str, ...]] = {
     "/v1/embeddings": ("model", "input"),
     "/v1/completions": ("model", "prompt"),
     "/v1/moderations": ("model", "input"),
+    "/v1/images/generations": ("model", "prompt"),
+    "/v1/images/edits": ("model", "prompt"),
 }
-"""The batch endpoints, in the order OpenAI lists them, and the body fields each requires."""
+"""The batch endpoints, in the order OpenAI lists them, and the body fields each requires. A
+batch runs one model, and lines go to the upstream serving it: ``model`` is required even where
+OpenAI has a default (moderations, images). An edit's image (``images`` or ``image``, by URL or
+file id) is the model server's to check."""
 
 UPLOAD_PURPOSES = ("batch", "assistants", "fine-tune", "vision", "user_data", "evals")
 OUTPUT_PURPOSE = "batch_output"

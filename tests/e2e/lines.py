@@ -17,6 +17,12 @@ BODIES: dict[str, Any] = {
     "/v1/embeddings": lambda i, m: {"model": m, "input": f"text {i}"},
     "/v1/responses": lambda i, m: {"model": m, "input": f"hello {i}"},
     "/v1/moderations": lambda i, m: {"model": m, "input": f"text {i}"},
+    "/v1/images/generations": lambda i, m: {"model": m, "prompt": f"a cat, take {i}"},
+    "/v1/images/edits": lambda i, m: {
+        "model": m,
+        "prompt": f"add a hat, take {i}",
+        "images": [{"image_url": "https://example.com/cat.png"}],
+    },
 }
 
 

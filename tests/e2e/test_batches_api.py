@@ -26,7 +26,7 @@ def _create(server: Server, **params: Any) -> httpx.Response:
 @pytest.mark.parametrize(
     ("params", "code", "param"),
     [
-        ({"endpoint": "/v1/images/generations"}, "invalid_value", "endpoint"),
+        ({"endpoint": "/v1/videos"}, "invalid_value", "endpoint"),
         ({"endpoint": "/v1/nope"}, "invalid_value", "endpoint"),
         ({"completion_window": "12h"}, "invalid_value", "completion_window"),
         ({"input_file_id": None}, "missing_required_parameter", "input_file_id"),
@@ -79,6 +79,8 @@ def test_an_unknown_endpoint_lists_the_supported_ones(server: Server, file_id: s
         "/v1/responses",
         "/v1/completions",
         "/v1/moderations",
+        "/v1/images/generations",
+        "/v1/images/edits",
     ):
         assert endpoint in message
 

@@ -10,7 +10,13 @@ from typing import Any
 import httpx
 import openai
 import pytest
-from openai.types import Batch, Completion, CreateEmbeddingResponse, ModerationCreateResponse
+from openai.types import (
+    Batch,
+    Completion,
+    CreateEmbeddingResponse,
+    ImagesResponse,
+    ModerationCreateResponse,
+)
 from openai.types.chat import ChatCompletion
 from openai.types.responses import Response
 
@@ -23,6 +29,8 @@ RESPONSE_TYPES: dict[str, Any] = {
     "/v1/embeddings": CreateEmbeddingResponse,
     "/v1/responses": Response,
     "/v1/moderations": ModerationCreateResponse,
+    "/v1/images/generations": ImagesResponse,
+    "/v1/images/edits": ImagesResponse,
 }
 BATCH_FIELDS = set(Batch.model_fields) - {"output_expires_after"}
 
@@ -47,6 +55,21 @@ def test_a_batch_runs_every_line_and_returns_sdk_shaped_results(
     for line in output:
         RESPONSE_TYPES[endpoint].model_validate(line["response"]["body"])
     assert fake.stats()["total"] == 25
+
+
+def test_an_images_batch_sums_the_images_usage(
+    server: Server, fake: ModelServer, tmp_path: Path
+) -> None:
+    """An images batch's usage adds up the input and output tokens of every image answer."""
+    client = server.client()
+    lines = [request_line(i, "/v1/images/generations") for i in range(4)]
+    batch = wait_for_batch(
+        client, submit(client, tmp_path, lines, endpoint="/v1/images/generations").id
+    )
+    output, _ = results(client, batch)
+    bodies = [line["response"]["body"]["usage"] for line in output]
+    assert batch.usage.output_tokens == sum(u["output_tokens"] for u in bodies) > 0
+    assert batch.usage.total_tokens == sum(u["total_tokens"] for u in bodies)
 
 
 def test_the_batch_object_has_every_field_and_timestamps_in_order(

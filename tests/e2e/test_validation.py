@@ -70,6 +70,8 @@ def test_each_missing_envelope_field_is_named(
         ("/v1/embeddings", "input"),
         ("/v1/responses", "input"),
         ("/v1/moderations", "input"),
+        ("/v1/images/generations", "prompt"),
+        ("/v1/images/edits", "prompt"),
         ("/v1/chat/completions", "model"),
     ],
 )

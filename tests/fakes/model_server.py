@@ -618,6 +618,29 @@ def moderation(body: JsonObject) -> JsonObject:
     }
 
 
+_ONE_PIXEL_PNG = "iVBORw0KGgoAAAANSUhEUgAAAAEAAAABCAYAAAAfFcSJAAAADUlEQVR42mNk+M9QDwADhgGAWjR9awAAAABJRU5ErkJggg=="
+IMAGE_OUTPUT_TOKENS = 272
+"""What gpt-image-1 charges for one low-quality square image."""
+
+
+def image_generation(body: JsonObject) -> JsonObject:
+    """gpt-image-1's answer: ``n`` tiny images, and usage in the responses API's shape."""
+    prompt = _require(body, "prompt")
+    count = body.get("n", 1) if isinstance(body.get("n", 1), int) else 1
+    input_tokens = _count_tokens(prompt if isinstance(prompt, str) else "")
+    output_tokens = IMAGE_OUTPUT_TOKENS * count
+    return {
+        "created": int(time.time()),
+        "data": [{"b64_json": _ONE_PIXEL_PNG}] * count,
+        "usage": {
+            "input_tokens": input_tokens,
+            "input_tokens_details": {"text_tokens": input_tokens, "image_tokens": 0},
+            "output_tokens": output_tokens,
+            "total_tokens": input_tokens + output_tokens,
+        },
+    }
+
+
 def _is_multimodal(items: list[Any]) -> bool:
     return any(isinstance(item, dict) for item in items)
 
@@ -635,6 +658,8 @@ ENDPOINTS = (
     Endpoint("/v1/embeddings", embeddings),
     Endpoint("/v1/responses", response_object),
     Endpoint("/v1/moderations", moderation, requires_model=False),
+    Endpoint("/v1/images/generations", image_generation),
+    Endpoint("/v1/images/edits", image_generation),
 )
 
 
