@@ -79,7 +79,7 @@ async def _run_batch(
     clock = SystemClock()
     worker = Worker(settings, store, blobs, UpstreamRouter([InstantUpstream()]), clock)
     files = Files(settings, store, blobs, clock)
-    batches = Batches(settings, store, clock, worker.notify)
+    batches = Batches(settings, store, blobs, clock, worker.notify)
     await worker.start()
     tune_collector()
     try:

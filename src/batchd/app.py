@@ -57,7 +57,7 @@ def create_app(
         app.state.files = Files(settings, store, blobs, clock)
         app.state.catalog = Catalog(router, clock)
         app.state.batches = Batches(
-            settings, store, clock, on_change=worker.notify if worker else lambda: None
+            settings, store, blobs, clock, on_change=worker.notify if worker else lambda: None
         )
         if not settings.upstreams:
             log.warning("no_upstreams: no --upstream given, so every batch will fail validation")

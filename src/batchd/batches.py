@@ -1,17 +1,20 @@
-"""Use cases of the Batches API: create, retrieve, list, cancel."""
+"""Use cases of the Batches API: create, retrieve, list, cancel, and batchd's own download of
+the results finished so far."""
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
 from typing import Any
 
 from batchd import ids
+from batchd.blobstore import BlobStore
 from batchd.clock import Clock, whole_seconds
-from batchd.errors import Conflict, InvalidRequest, NotFound, unsupported_value
+from batchd.errors import BlobNotFound, Conflict, InvalidRequest, NotFound, unsupported_value
 from batchd.files import check_expiry
 from batchd.lifecycle import CANCELLABLE
 from batchd.models import ENDPOINTS, TERMINAL, Batch, BatchStatus
+from batchd.results import Lines, in_line_order
 from batchd.settings import Settings
 from batchd.store import Page, SqlStore
 from batchd.text import MAX_ID, storable
@@ -50,11 +53,13 @@ class Batches:
         self,
         settings: Settings,
         store: SqlStore,
+        blobs: BlobStore,
         clock: Clock,
         on_change: Callable[[], None] = lambda: None,
     ) -> None:
         self._settings = settings
         self._store = store
+        self._blobs = blobs
         self._clock = clock
         self._on_change = on_change
 
@@ -132,6 +137,28 @@ class Batches:
         if batch.status in TERMINAL and batch.status is not BatchStatus.CANCELLED:
             raise Conflict(f"Cannot cancel a batch with status '{batch.status.value}'.")
         return batch
+
+    async def results_so_far(self, project: str, batch_id: str, kind: str) -> AsyncIterator[bytes]:
+        """The batch's ``output`` or ``error`` lines finished so far, in line order; once it has
+        ended, its final file. A line whose result cannot be read back is left out (finalizing
+        will report it). Checked before the first byte: the batch is the caller's."""
+        batch = await self.get(project, batch_id)
+        return self._results_so_far(batch, kind)
+
+    async def _results_so_far(self, batch: Batch, kind: str) -> AsyncIterator[bytes]:
+        if batch.status in TERMINAL:
+            file_id = batch.output_file_id if kind == "output" else batch.error_file_id
+            file = await self._store.get_file(batch.project, file_id) if file_id else None
+            if file is not None:
+                try:
+                    async for chunk in self._blobs.read(file.blob_key):
+                        yield chunk
+                except BlobNotFound:
+                    log.error("file_content_unavailable", extra={"file_id": file.id})
+            return
+        async for piece in in_line_order(self._store, self._blobs, batch.id, pending=False):
+            if isinstance(piece, Lines) and piece.kind == kind:
+                yield piece.data
 
 
 def _required_string(params: dict[str, Any], name: str) -> str:

@@ -61,7 +61,7 @@ async def running_worker(
     blobs = open_blobstore(config.blob_dir)
     worker = Worker(config, store, blobs, UpstreamRouter([upstream]), clock)
     files = Files(config, store, blobs, clock)
-    batches = Batches(config, store, clock, worker.notify)
+    batches = Batches(config, store, blobs, clock, worker.notify)
 
     async def create(prefix: str, count: int, window: str = "24h") -> Batch:
         upload = await files.upload(Upload("default", "batch", "in.jsonl", lines(count, prefix)))

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from starlette.requests import Request
-from starlette.responses import Response
+from starlette.responses import Response, StreamingResponse
 from starlette.routing import Route
 
 from batchd.api.params import int_param, json_object, project_of
@@ -32,6 +32,23 @@ async def cancel(request: Request) -> Response:
     return JSONResponse(batch_object(batch))
 
 
+async def output_so_far(request: Request) -> Response:
+    """batchd's own: the output lines finished so far, while the batch runs."""
+    return await _results_so_far(request, "output")
+
+
+async def errors_so_far(request: Request) -> Response:
+    """batchd's own: the error lines finished so far, while the batch runs."""
+    return await _results_so_far(request, "error")
+
+
+async def _results_so_far(request: Request, kind: str) -> Response:
+    chunks = await _batches(request).results_so_far(
+        project_of(request), request.path_params["batch_id"], kind
+    )
+    return StreamingResponse(chunks, media_type="application/jsonl")
+
+
 async def list_batches(request: Request) -> Response:
     page = await _batches(request).list(
         project_of(request),
@@ -46,4 +63,6 @@ routes = [
     Route("/v1/batches", list_batches, methods=["GET"]),
     Route("/v1/batches/{batch_id}", retrieve, methods=["GET"]),
     Route("/v1/batches/{batch_id}/cancel", cancel, methods=["POST"]),
+    Route("/v1/batches/{batch_id}/output", output_so_far, methods=["GET"]),
+    Route("/v1/batches/{batch_id}/error", errors_so_far, methods=["GET"]),
 ]

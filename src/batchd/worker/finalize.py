@@ -17,18 +17,15 @@ from dataclasses import dataclass, replace
 from batchd import ids
 from batchd.batches import log_status
 from batchd.blobstore import BlobStore, BlobWriter
-from batchd.errors import BlobNotFound
 from batchd.files import release_input
 from batchd.models import OUTPUT_PURPOSE, Batch, BatchStatus, RequestState, StoredFile
-from batchd.result_lines import skipped_line, unanswered_line
+from batchd.result_lines import unanswered_line
+from batchd.results import PART_KIND, RUN, Lost, in_line_order, part_key, read_whole, unparted_line
 from batchd.store import FinishedLine, SqlStore
-from batchd.worker.spool import PART_KIND, part_key
 
 log = logging.getLogger("batchd.worker")
 
 DEFAULT_OUTPUT_TTL = 30 * 86400
-RUN = 1 << 20
-"""Bytes of a result part read at once."""
 
 RESULT_LOST = (
     "The request was answered, but its result cannot be read back from the worker's result part "
@@ -117,68 +114,30 @@ class Finalizer:
                 return False  # line by line, to save what is left of it
         lines = sum(part.lines for part in parts)
         async for row in self._store.unparted_lines(batch.id):
-            await _write_unparted(row, writers)
+            await writers[PART_KIND[row.state]].write(unparted_line(row))
             lines += 1
         return lines == batch.total
 
     async def _copy_line_by_line(
         self, batch: Batch, writers: dict[str, BlobWriter], lost: _Lost
     ) -> None:
-        """Every line's result in line order, reading parts a run of adjacent lines at a time."""
-        run: _Run | None = None
-        async for row in self._store.finished_lines(batch.id):
-            if row.part is None:
-                await _write_unparted(row, writers)
-            elif run is not None and run.takes(row):
-                run.add(row)
+        """Every line's result in line order; a line that cannot be read back is reported lost."""
+        async for piece in in_line_order(self._store, self._blobs, batch.id):
+            if isinstance(piece, Lost):
+                lost.count(piece.row)
+                line = unanswered_line(piece.row.custom_id, "result_lost", RESULT_LOST)
+                await writers["error"].write(line + b"\n")
             else:
-                if run is not None:
-                    await self._copy_run(batch.id, run, writers, lost)
-                run = _Run(row)
-        if run is not None:
-            await self._copy_run(batch.id, run, writers, lost)
-
-    async def _copy_run(
-        self, batch_id: str, run: _Run, writers: dict[str, BlobWriter], lost: _Lost
-    ) -> None:
-        """One read for the run (about ``RUN`` bytes at most), written only if it came back whole:
-        otherwise what is left of it, a line at a time."""
-        data = await self._read_whole(batch_id, run.part, run.start, run.end - run.start)
-        if data is not None:
-            await writers[PART_KIND[run.state]].write(data)
-            return
-        for row in run.rows:
-            await self._copy_line_or_report_lost(batch_id, row, writers, lost)
-
-    async def _copy_line_or_report_lost(
-        self, batch_id: str, row: FinishedLine, writers: dict[str, BlobWriter], lost: _Lost
-    ) -> None:
-        assert row.part is not None
-        data = await self._read_whole(batch_id, row.part, row.part_offset, row.part_length)
-        if data is not None:
-            await writers[PART_KIND[row.state]].write(data)
-            return
-        lost.count(row)
-        await writers["error"].write(
-            unanswered_line(row.custom_id, "result_lost", RESULT_LOST) + b"\n"
-        )
+                await writers[piece.kind].write(piece.data)
 
     async def _copy_part(self, batch_id: str, part: int, end: int, writer: BlobWriter) -> bool:
         """Copy a part's first ``end`` bytes, ``RUN`` at a time; whether they were all there."""
         for offset in range(0, end, RUN):
-            data = await self._read_whole(batch_id, part, offset, min(RUN, end - offset))
+            data = await read_whole(self._blobs, batch_id, part, offset, min(RUN, end - offset))
             if data is None:
                 return False
             await writer.write(data)
         return True
-
-    async def _read_whole(self, batch_id: str, part: int, start: int, length: int) -> bytes | None:
-        """``length`` bytes of a part from ``start``; None if the part is gone or ends first."""
-        try:
-            data = await self._blobs.read_range(part_key(batch_id, part), start, length)
-        except BlobNotFound:
-            return None
-        return data if len(data) == length else None
 
     async def _keep(
         self, batch: Batch, writer: BlobWriter, key: str, now: int
@@ -201,25 +160,6 @@ class Finalizer:
         )
 
 
-class _Run:
-    """Lines that lie one after another in a part, in one state: read at once."""
-
-    def __init__(self, first: FinishedLine) -> None:
-        assert first.part is not None
-        self.part = first.part
-        self.start = first.part_offset
-        self.end = first.part_offset + first.part_length
-        self.state = first.state
-        self.rows = [first]
-
-    def takes(self, row: FinishedLine) -> bool:
-        return row.part == self.part and row.part_offset == self.end and self.end - self.start < RUN
-
-    def add(self, row: FinishedLine) -> None:
-        self.end += row.part_length
-        self.rows.append(row)
-
-
 @dataclass(slots=True)
 class _Lost:
     """Lines whose result could not be read back, and how many of them had succeeded."""
@@ -238,11 +178,6 @@ async def drop_lines(store: SqlStore, blobs: BlobStore, batch_id: str) -> None:
     for part in await store.result_parts(batch_id):
         await blobs.delete(part_key(batch_id, part.id))
     await store.drop_lines(batch_id)
-
-
-async def _write_unparted(row: FinishedLine, writers: dict[str, BlobWriter]) -> None:
-    line = row.result if row.result is not None else skipped_line(row.custom_id, row.state)
-    await writers[PART_KIND[row.state]].write(line + b"\n")
 
 
 async def _abort(writers: dict[str, BlobWriter]) -> None:

@@ -19,6 +19,7 @@ from dataclasses import dataclass
 
 from batchd.blobstore import BlobStore
 from batchd.models import RequestResult, RequestState
+from batchd.results import PART_KIND, part_key
 from batchd.store import SqlStore
 
 KEPT_IN_STORE = 256
@@ -31,16 +32,6 @@ LARGE_LINE = 1 << 20
 MAX_OPEN_PARTS = 4096
 """Parts remembered for appending (more than a group can touch); past this many, the least recently
 used are forgotten, and a later result of their batch starts a new part."""
-
-
-def part_key(batch_id: str, part: int) -> str:
-    return f"batches/{batch_id}/parts/{part}.jsonl"
-
-
-PART_KIND = {
-    state: "output" if state is RequestState.SUCCEEDED else "error" for state in RequestState
-}
-"""The file a final line goes to, by the line's state: the output file or the error file."""
 
 
 @dataclass(slots=True)
