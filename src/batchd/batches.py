@@ -12,8 +12,14 @@ from batchd.blobstore import BlobStore
 from batchd.clock import Clock, whole_seconds
 from batchd.errors import BlobNotFound, Conflict, InvalidRequest, NotFound, unsupported_value
 from batchd.files import check_expiry
+from batchd.idempotency import (
+    IDEMPOTENCY_WINDOW,
+    fingerprint_of,
+    idempotency_conflict,
+    idempotency_key_of,
+)
 from batchd.lifecycle import CANCELLABLE
-from batchd.models import ENDPOINTS, TERMINAL, Batch, BatchStatus
+from batchd.models import ENDPOINTS, TERMINAL, Batch, BatchStatus, Remembered
 from batchd.results import Lines, in_line_order
 from batchd.settings import Settings
 from batchd.store import Page, SqlStore
@@ -63,7 +69,31 @@ class Batches:
         self._clock = clock
         self._on_change = on_change
 
-    async def create(self, project: str, params: dict[str, Any]) -> Batch:
+    async def create(
+        self, project: str, params: dict[str, Any], idempotency_key: str | None = None
+    ) -> Batch:
+        """A new batch; with an idempotency key (the header's, or llama-stack's body field),
+        the batch the key made within a day, if its parameters were the same (409 if not)."""
+        key = idempotency_key_of(params, idempotency_key)
+        if key is None:
+            return await self._create(project, params)
+        fingerprint = fingerprint_of(params)
+        return await self._made_with(project, key, fingerprint) or await self._create(
+            project, params, (key, fingerprint)
+        )
+
+    async def _made_with(self, project: str, key: str, fingerprint: str) -> Batch | None:
+        since = whole_seconds(self._clock) - IDEMPOTENCY_WINDOW
+        made = await self._store.idempotency.find(project, "batch", key, since)
+        if made is None:
+            return None
+        if made.fingerprint != fingerprint:
+            raise idempotency_conflict(key)
+        return await self._store.get_batch(made.object_id, project)
+
+    async def _create(
+        self, project: str, params: dict[str, Any], keyed: tuple[str, str] | None = None
+    ) -> Batch:
         input_file_id = _required_string(params, "input_file_id")
         endpoint = _required_string(params, "endpoint")
         window = _required_string(params, "completion_window")
@@ -86,7 +116,12 @@ class Batches:
             metadata=_metadata(params.get("metadata")),
             output_expires_after=_output_expiry(params.get("output_expires_after")),
         )
-        await self._store.insert_batch(batch)
+        made = Remembered("batch", *keyed, batch.id, now) if keyed else None
+        if not await self._store.insert_batch(batch, made, since=now - IDEMPOTENCY_WINDOW):
+            assert keyed is not None  # another request with the key won the race
+            raced = await self._made_with(project, *keyed)
+            assert raced is not None
+            return raced
         log_status(batch)
         self._on_change()
         return batch

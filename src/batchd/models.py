@@ -205,6 +205,17 @@ class ResultPart:
 
 
 @dataclass(frozen=True)
+class Remembered:
+    """What a client's idempotency key made: the object, and a digest of the parameters."""
+
+    operation: str  # "batch" or "file"
+    key: str
+    fingerprint: str
+    object_id: str
+    created_at: int
+
+
+@dataclass(frozen=True)
 class UpstreamStatus:
     """How one upstream is doing, as one worker sees it (``GET /v1/upstreams``)."""
 

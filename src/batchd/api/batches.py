@@ -18,7 +18,11 @@ def _batches(request: Request) -> Batches:
 
 
 async def create(request: Request) -> Response:
-    batch = await _batches(request).create(project_of(request), await json_object(request))
+    batch = await _batches(request).create(
+        project_of(request),
+        await json_object(request),
+        idempotency_key=request.headers.get("idempotency-key"),
+    )
     return JSONResponse(batch_object(batch))
 
 

@@ -17,6 +17,7 @@ from batchd.models import (
     ClaimedRequest,
     IndexedLine,
     LineError,
+    Remembered,
     RequestResult,
     RequestState,
     ResultPart,
@@ -25,6 +26,7 @@ from batchd.models import (
     Usage,
 )
 from batchd.store.base import Connection, Database, Page, Row
+from batchd.store.idempotency import IdempotencyStore, remember
 
 _FILE_COLUMNS = "id, project, purpose, filename, bytes, created_at, expires_at, blob_key"
 _LINE_COLUMNS = "line, custom_id, byte_offset, byte_length"  # what a claim hands out
@@ -55,6 +57,7 @@ class SqlStore:
 
     def __init__(self, db: Database) -> None:
         self.db = db
+        self.idempotency = IdempotencyStore(db)
 
     async def close(self) -> None:
         await self.db.close()
@@ -135,8 +138,14 @@ class SqlStore:
 
     # -- batches ---------------------------------------------------------------------------
 
-    async def insert_batch(self, batch: Batch) -> None:
+    async def insert_batch(
+        self, batch: Batch, made: Remembered | None = None, *, since: int = 0
+    ) -> bool:
+        """Insert the batch; with ``made``, only if its idempotency key made nothing at ``since``
+        or later, and the key is recorded with it. Whether it was inserted."""
         async with self.db.transaction() as conn:
+            if made is not None and not await remember(conn, batch.project, made, since):
+                return False
             await conn.execute(
                 "INSERT INTO batches (id, project, endpoint, input_file_id, completion_window, "
                 "status, created_at, expires_at, metadata, output_expires_after) "
@@ -152,6 +161,7 @@ class SqlStore:
                 _json_or_none(batch.metadata),
                 batch.output_expires_after,
             )
+        return True
 
     async def get_batch(self, batch_id: str, project: str | None = None) -> Batch | None:
         """The batch, or None when it does not exist or belongs to another project."""

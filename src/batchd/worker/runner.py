@@ -16,6 +16,7 @@ from batchd.blobstore import BlobStore
 from batchd.clock import Clock, SystemClock
 from batchd.errors import StoreError
 from batchd.files import purge_expired
+from batchd.idempotency import IDEMPOTENCY_WINDOW
 from batchd.metrics import Metrics, MetricsServer
 from batchd.models import TERMINAL, Batch, BatchStatus
 from batchd.orphans import GRACE, collect_orphans
@@ -41,8 +42,8 @@ class Worker:
       dispatch (``dispatch.py``);
     - ``ingest`` and ``finalize``: the whole-batch phases, one batch at a time;
     - ``leases``: renewing the leases of what this worker holds;
-    - ``housekeeping``: expiry, blobs nothing refers to (``orphans.py``, hourly), and lines a
-      stopped worker left of finished batches;
+    - ``housekeeping``: expiry, blobs nothing refers to (``orphans.py``) and idempotency keys
+      past their day (both hourly), and lines a stopped worker left of finished batches;
     - ``upstreams``: each upstream's state, to the log and the store (``GET /v1/upstreams``).
 
     ``on_fatal`` is called once a task keeps failing: the process is to exit non-zero.
@@ -239,6 +240,9 @@ class Worker:
                 if self._clock.now() >= next_collection:
                     next_collection = self._clock.now() + GRACE
                     await collect_orphans(self._store, self._blobs, self._clock.now())
+                    await self._store.idempotency.forget_before(
+                        int(self._clock.now()) - IDEMPOTENCY_WINDOW
+                    )
             except (StoreError, OSError):
                 log.exception("housekeeping_failed")
             await self._pause(self._settings.lease_seconds / 3)
