@@ -16,6 +16,7 @@ from batchd.batches import Batches
 from batchd.blobstore import open_blobstore
 from batchd.clock import Clock, SystemClock
 from batchd.files import Files
+from batchd.keys import Authenticator
 from batchd.metrics import Metrics
 from batchd.settings import Settings
 from batchd.store import open_store
@@ -57,8 +58,16 @@ def create_app(
         app.state.batches = Batches(
             settings, store, clock, on_change=worker.notify if worker else lambda: None
         )
-        if not settings.api_keys:
-            log.warning("auth_disabled: no --api-key given, so any bearer token is accepted")
+        app.state.authenticator = authenticator = Authenticator(
+            {k.key: k.project for k in settings.api_keys},
+            store.keys,
+            open_without_keys=settings.may_serve_without_keys,
+        )
+        if await authenticator.is_open():
+            log.warning(
+                "auth_disabled: no API key is configured or stored, so any bearer token is "
+                "accepted until `batchd keys create` makes one"
+            )
         if worker is not None:
             await worker.start()
         try:
@@ -75,9 +84,7 @@ def create_app(
         exception_handlers=EXCEPTION_HANDLERS,
         middleware=[
             Middleware(RequestIdMiddleware),
-            Middleware(
-                AuthMiddleware, projects_by_key={k.key: k.project for k in settings.api_keys}
-            ),
+            Middleware(AuthMiddleware),
         ],
     )
     app.state.fatal = None
