@@ -12,6 +12,7 @@ from batchd.errors import Conflict, InvalidRequest, NotFound, unsupported_value
 from batchd.files import check_expiry
 from batchd.lifecycle import CANCELLABLE
 from batchd.models import ENDPOINTS, TERMINAL, Batch, BatchStatus
+from batchd.quotas import check_new_batch
 from batchd.settings import Settings
 from batchd.store import Page, SqlStore
 from batchd.text import MAX_ID, storable
@@ -68,6 +69,7 @@ class Batches:
         window_seconds = self._settings.window_seconds(window)
         if window_seconds is None:
             raise unsupported_value("completion_window", window, self._settings.completion_windows)
+        await check_new_batch(self._settings, self._store, project)
         now = whole_seconds(self._clock)
         batch = Batch(
             id=ids.batch_id(),
