@@ -267,6 +267,8 @@ def _with_keys(settings: Settings, use: Callable[[Keys], Awaitable[T]]) -> T:
             return await use(Keys(store.keys, SystemClock()))
         except KeyNotFound as exc:
             raise click.ClickException(exc.message) from exc
+        except ValueError as exc:
+            raise click.UsageError(str(exc)) from exc
         finally:
             await store.close()
 
@@ -279,8 +281,6 @@ def _with_keys(settings: Settings, use: Callable[[Keys], Awaitable[T]]) -> T:
 @click.option("--name", help="A note to tell the key apart, e.g. who holds it.")
 def keys_create(config: Path | None, project: str, name: str | None, **flags: Any) -> None:
     """Make a key and print it (only now: the store keeps its hash)."""
-    if not project.strip():
-        raise click.BadParameter("must not be empty", param_hint="--project")
     made = _with_keys(_settings(config, **flags), lambda k: k.create(project, name))
     click.echo(
         f"Created {made.record.id} ({made.record.prefix}…) for project {project}. "

@@ -20,10 +20,12 @@ from batchd.errors import BatchdError
 from batchd.ids import key_id
 from batchd.models import DEFAULT_PROJECT, ManagedKey
 from batchd.store.keys import KeyStore
+from batchd.text import storable
 
 KEY_PREFIX = "sk-batchd-"
 SHOWN_CHARS = len(KEY_PREFIX) + 6
 """How much of a key ``keys ls`` shows: its fixed start and 36 of its random bits."""
+MAX_PROJECT, MAX_NAME = 200, 200
 RECHECK_SECONDS = 1.0
 """How long an API process trusts its count of stored keys: a server started without keys
 requires them within this long of the first ``batchd keys create``."""
@@ -60,8 +62,10 @@ class Keys:
         self._clock = clock
 
     async def create(self, project: str, name: str | None = None) -> NewKey:
-        if not project.strip():
-            raise ValueError("a key's project must not be empty")
+        if not project.strip() or not storable(project, MAX_PROJECT):
+            raise ValueError(f"a project is 1 to {MAX_PROJECT} characters of text")
+        if name is not None and not storable(name, MAX_NAME):
+            raise ValueError(f"a key's name is at most {MAX_NAME} characters of text")
         secret = generate()
         record = ManagedKey(key_id(), project, name, shown(secret), whole_seconds(self._clock))
         await self._store.insert(record, digest(secret))

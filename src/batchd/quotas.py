@@ -1,8 +1,9 @@
 """Per-project quotas: unfinished batches, the lines they hold, and the bytes of files kept.
 
 Each is a setting, ``None`` for no limit. A quota is checked by reading what the project holds
-before the write that adds to it, so two requests of one project checked at the same moment may
-both pass: a quota can be passed by a request or two, never by more.
+before the write that adds to it (no lock across requests or processes), so requests of one
+project checked at the same moment may all pass: a quota can be passed by as many requests as
+race, then refuses the next.
 """
 
 from __future__ import annotations

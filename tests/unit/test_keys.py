@@ -80,9 +80,13 @@ async def test_a_made_key_is_stored_as_its_hash(keys: Keys, store: SqlStore) -> 
     assert await store.keys.project_of(digest(made.secret)) == "team-a"
 
 
-async def test_an_empty_project_is_refused(keys: Keys) -> None:
-    with pytest.raises(ValueError, match="project"):
-        await keys.create(" ")
+@pytest.mark.parametrize(("project", "name"), [(" ", None), ("a\x00b", None), ("a", "x" * 201)])
+async def test_a_project_or_name_the_store_cannot_hold_is_refused(
+    keys: Keys, store: SqlStore, project: str, name: str | None
+) -> None:
+    with pytest.raises(ValueError, match="characters of text"):
+        await keys.create(project, name)
+    assert await store.keys.list() == []
 
 
 @pytest.mark.parametrize("by", ["id", "prefix", "key"])
