@@ -17,6 +17,7 @@ from batchd.blobstore import open_blobstore
 from batchd.catalog import Catalog
 from batchd.clock import Clock, SystemClock
 from batchd.files import Files
+from batchd.keys import Authenticator
 from batchd.metrics import Metrics
 from batchd.settings import Settings
 from batchd.store import open_store
@@ -61,8 +62,16 @@ def create_app(
         )
         if not settings.upstreams:
             log.warning("no_upstreams: no --upstream given, so every batch will fail validation")
-        if not settings.api_keys:
-            log.warning("auth_disabled: no --api-key given, so any bearer token is accepted")
+        app.state.authenticator = authenticator = Authenticator(
+            {k.key: k.project for k in settings.api_keys},
+            store.keys,
+            open_without_keys=settings.may_serve_without_keys,
+        )
+        if await authenticator.is_open():
+            log.warning(
+                "auth_disabled: no API key is configured or stored, so any bearer token is "
+                "accepted until `batchd keys create` makes one"
+            )
         if worker is not None:
             await worker.start()
         try:
@@ -79,9 +88,7 @@ def create_app(
         exception_handlers=EXCEPTION_HANDLERS,
         middleware=[
             Middleware(RequestIdMiddleware),
-            Middleware(
-                AuthMiddleware, projects_by_key={k.key: k.project for k in settings.api_keys}
-            ),
+            Middleware(AuthMiddleware),
         ],
     )
     app.state.fatal = None

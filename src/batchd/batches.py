@@ -20,6 +20,7 @@ from batchd.idempotency import (
 )
 from batchd.lifecycle import CANCELLABLE
 from batchd.models import ENDPOINTS, TERMINAL, Batch, BatchStatus, Remembered
+from batchd.quotas import check_new_batch
 from batchd.results import Lines, in_line_order
 from batchd.settings import Settings
 from batchd.store import Page, SqlStore
@@ -103,6 +104,7 @@ class Batches:
         window_seconds = self._settings.window_seconds(window)
         if window_seconds is None:
             raise unsupported_value("completion_window", window, self._settings.completion_windows)
+        await check_new_batch(self._settings, self._store, project)
         now = whole_seconds(self._clock)
         batch = Batch(
             id=ids.batch_id(),

@@ -5,17 +5,27 @@ from __future__ import annotations
 import asyncio
 import signal
 import sys
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import click
 
 from batchd.client import register as register_client_commands
-from batchd.errors import ConfigurationError
+from batchd.clock import SystemClock
+from batchd.errors import ConfigurationError, StoreError
 from batchd.heap import tune_collector
+from batchd.keys import KeyNotFound, Keys
 from batchd.logs import configure as configure_logging
 from batchd.settings import Settings, load_settings
+
+if TYPE_CHECKING:
+    from rich.table import Table
+
+    from batchd.models import ManagedKey
+    from batchd.store import SqlStore
+
+T = TypeVar("T")
 
 EXIT_WORKER_FAILED = 70
 """The exit code once a worker task kept failing (EX_SOFTWARE): systemd or Kubernetes restart."""
@@ -28,7 +38,7 @@ def _settings(config: Path | None, **flags: Any) -> Settings:
         raise click.UsageError(str(exc)) from exc
 
 
-_COMMON = [
+_STORE = [
     click.option(
         "--config",
         type=click.Path(path_type=Path),
@@ -41,6 +51,9 @@ _COMMON = [
         help="Where the SQLite database and file blobs live.",
     ),
     click.option("--database-url", help="sqlite:///PATH or postgresql://…"),
+]
+_COMMON = [
+    *_STORE,
     click.option(
         "--upstream",
         "upstreams",
@@ -80,7 +93,13 @@ def main() -> None:
     "--api-key",
     "api_keys",
     multiple=True,
-    help="An accepted API key, KEY or PROJECT:KEY. Repeatable. None: any key is accepted.",
+    help="An accepted API key, KEY or PROJECT:KEY. Repeatable. With none here, in "
+    "--api-keys-file or made by `batchd keys create`, any key is accepted.",
+)
+@click.option(
+    "--api-keys-file",
+    type=click.Path(path_type=Path),
+    help="A file of accepted keys, PROJECT:KEY (or KEY) a line; # comments and blanks allowed.",
 )
 @click.option(
     "--no-worker", is_flag=True, default=False, help="Serve the API only; run no batches."
@@ -106,10 +125,11 @@ def serve(
         run_worker=False if no_worker else None,
         **flags,
     )
-    if settings.open_to_anyone:
+    if settings.open_to_anyone and not asyncio.run(_stored_keys(settings)):
         raise click.UsageError(
-            f"No API key is configured and --host {settings.host} is not a loopback address: "
-            "anyone who reaches it could use the API. Give --api-key (or BATCHD_API_KEYS), or "
+            f"No API key is configured or stored and --host {settings.host} is not a loopback "
+            "address: anyone who reaches it could use the API. Give --api-key or "
+            "--api-keys-file (or BATCHD_API_KEYS), make one with `batchd keys create`, or give "
             "--insecure-no-auth if that is what you want."
         )
     configure_logging(settings.log_level, settings.log_format)
@@ -195,24 +215,121 @@ async def _run_worker(settings: Settings) -> bool:
     return bool(failed)
 
 
+def store_options(func: Any) -> Any:
+    """The settings that say where the store is, for commands that use nothing else."""
+    for option in reversed(_STORE):
+        func = option(func)
+    return func
+
+
+async def _open_store(settings: Settings, *, migrate: bool = True) -> SqlStore:
+    from batchd.store import open_store
+
+    try:
+        return await open_store(settings.resolved_database_url, migrate=migrate)
+    except StoreError as exc:
+        raise click.ClickException(str(exc)) from exc
+
+
+async def _stored_keys(settings: Settings) -> int:
+    store = await _open_store(settings)
+    try:
+        return await store.keys.count_active()
+    finally:
+        await store.close()
+
+
 @main.command()
-@click.option("--config", type=click.Path(path_type=Path), envvar="BATCHD_CONFIG")
-@click.option("--data-dir", type=click.Path(path_type=Path))
-@click.option("--database-url")
+@store_options
 def migrate(config: Path | None, **flags: Any) -> None:
     """Apply database migrations and exit."""
     settings = _settings(config, **flags)
 
     async def run() -> int:
-        from batchd.store import open_store
-
-        store = await open_store(settings.resolved_database_url, migrate=False)
+        store = await _open_store(settings, migrate=False)
         try:
             return await store.db.migrate()
         finally:
             await store.close()
 
     click.echo(f"schema version {asyncio.run(run())}")
+
+
+@main.group()
+def keys() -> None:
+    """Manage the API keys kept in the store (hashed: a key is shown once, when made)."""
+
+
+def _with_keys(settings: Settings, use: Callable[[Keys], Awaitable[T]]) -> T:
+    async def run() -> T:
+        store = await _open_store(settings)
+        try:
+            return await use(Keys(store.keys, SystemClock()))
+        except KeyNotFound as exc:
+            raise click.ClickException(exc.message) from exc
+        except ValueError as exc:
+            raise click.UsageError(str(exc)) from exc
+        finally:
+            await store.close()
+
+    return asyncio.run(run())
+
+
+@keys.command("create")
+@store_options
+@click.option("--project", required=True, help="The project the key gives access to.")
+@click.option("--name", help="A note to tell the key apart, e.g. who holds it.")
+def keys_create(config: Path | None, project: str, name: str | None, **flags: Any) -> None:
+    """Make a key and print it (only now: the store keeps its hash)."""
+    made = _with_keys(_settings(config, **flags), lambda k: k.create(project, name))
+    click.echo(
+        f"Created {made.record.id} ({made.record.prefix}…) for project {project}. "
+        "Keep the key now: it is not shown again.",
+        err=True,
+    )
+    click.echo(made.secret)
+
+
+@keys.command("ls")
+@store_options
+@click.option("--project", help="Only this project's keys.")
+def keys_ls(config: Path | None, project: str | None, **flags: Any) -> None:
+    """List keys by id and prefix (never the keys themselves), revoked ones too."""
+    from batchd.client.output import console
+
+    found = _with_keys(_settings(config, **flags), lambda k: k.list(project))
+    console().print(_key_table(found))
+
+
+def _key_table(keys: list[ManagedKey]) -> Table:
+    from rich.table import Table
+    from rich.text import Text
+
+    from batchd.client.render import when
+
+    table = Table(expand=False)
+    for column in ("id", "project", "name", "prefix", "created", "revoked"):
+        table.add_column(column, no_wrap=column != "name")
+    for key in keys:
+        table.add_row(
+            key.id,
+            Text(key.project),
+            Text(key.name or "-"),
+            f"{key.prefix}…",
+            when(key.created_at),
+            when(key.revoked_at),
+        )
+    return table
+
+
+@keys.command("revoke")
+@store_options
+@click.argument("key")
+def keys_revoke(config: Path | None, key: str, **flags: Any) -> None:
+    """Revoke KEY (its id, its prefix as `keys ls` shows it, or the key itself): every API
+    process refuses it from the next request."""
+    revoked = _with_keys(_settings(config, **flags), lambda k: k.revoke(key))
+    click.echo(f"Revoked {revoked.id} ({revoked.prefix}…) of project {revoked.project}.")
 
 
 register_client_commands(main)

@@ -6,7 +6,8 @@
      │    ├── AuthenticationFailed   401 authentication_error
      │    ├── NotFound               404 invalid_request_error
      │    ├── Conflict               409 invalid_request_error (never retried by the SDKs)
-     │    └── RequestTooLarge        413 invalid_request_error
+     │    ├── RequestTooLarge        413 invalid_request_error
+     │    └── QuotaExceeded          429 rate_limit_error (never retried by the SDKs)
      ├── ConfigurationError          a setting that cannot work; raised at start-up
      ├── StoreError                  the metadata store failed (driver errors translated)
      ├── BlobNotFound                a blob the metadata points at is missing
@@ -85,6 +86,16 @@ class RequestTooLarge(ApiError):
     """The request body is too large."""
 
     status_code = 413
+
+
+class QuotaExceeded(ApiError):
+    """The project has reached one of its quotas."""
+
+    status_code = 429
+    type = "rate_limit_error"
+    # A quota frees up as batches finish, in minutes or hours: the SDKs' retries within seconds
+    # would only repeat the refusal.
+    headers = {"x-should-retry": "false"}  # noqa: RUF012 - read-only, per class
 
 
 class ConfigurationError(BatchdError):

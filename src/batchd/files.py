@@ -13,6 +13,7 @@ from batchd.blobstore import BlobStore, BlobWriter
 from batchd.clock import Clock, whole_seconds
 from batchd.errors import BlobNotFound, InvalidRequest, NotFound, unsupported_value
 from batchd.models import OUTPUT_PURPOSE, UPLOAD_PURPOSES, Batch, StoredFile
+from batchd.quotas import check_stored_bytes
 from batchd.settings import Settings
 from batchd.store import Page, SqlStore
 from batchd.text import MAX_FILENAME, MAX_ID, storable
@@ -59,6 +60,7 @@ class Files:
         writer = self._blobs.writer(key)
         try:
             await self._receive(upload, writer)
+            await check_stored_bytes(self._settings, self._store, upload.project, writer.size)
         except BaseException:
             await writer.abort()
             raise

@@ -48,3 +48,7 @@ def request_id() -> str:
 
 def worker_id() -> str:
     return "wrk_" + _random(12)
+
+
+def key_id() -> str:
+    return "key_" + _random(16)

@@ -38,3 +38,6 @@ CANCELLABLE = frozenset(s for s, targets in TRANSITIONS.items() if S.CANCELLING 
 unchanged, and the other terminal statuses answer 409."""
 
 DISPATCHABLE = frozenset({S.IN_PROGRESS})
+
+UNFINISHED = frozenset(S) - frozenset(s for s, targets in TRANSITIONS.items() if not targets)
+"""Every status a batch may still leave: what a project's quotas count as active."""

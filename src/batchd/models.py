@@ -76,6 +76,18 @@ class StoredFile:
 
 
 @dataclass(frozen=True)
+class ManagedKey:
+    """An API key kept in the store: never the key itself, only what tells it apart."""
+
+    id: str
+    project: str
+    name: str | None
+    prefix: str
+    created_at: int
+    revoked_at: int | None = None
+
+
+@dataclass(frozen=True)
 class LineError:
     """One reason a batch failed validation (``errors.data`` on the wire)."""
 

@@ -111,6 +111,36 @@ class ApiKey(BaseModel):
         return cls(key=key, project=project)
 
 
+def _check_one_project_per_key(keys: list[ApiKey]) -> None:
+    projects: dict[str, str] = {}
+    for api_key in keys:
+        other = projects.setdefault(api_key.key, api_key.project)
+        if other != api_key.project:
+            raise ValueError(
+                f"one key is given to two projects ({other} and {api_key.project}): "
+                "each key names one project"
+            )
+
+
+def read_api_keys_file(path: Path) -> list[ApiKey]:
+    """``PROJECT:KEY`` (or ``KEY``) a line; blank lines and ``#`` comments are skipped. A line
+    that is not a key is refused with its number."""
+    try:
+        text = path.read_text()
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ValueError(f"cannot read api_keys_file {path}: {exc}") from exc
+    keys = []
+    for number, line in enumerate(text.splitlines(), start=1):
+        if line.strip() and not line.lstrip().startswith("#"):
+            try:
+                keys.append(ApiKey.parse(line))
+            except ValueError:
+                raise ValueError(
+                    f"api_keys_file {path}, line {number}: not an API key: give KEY or PROJECT:KEY."
+                ) from None
+    return keys
+
+
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="BATCHD_", extra="forbid", toml_file="batchd.toml")
 
@@ -123,7 +153,11 @@ class Settings(BaseSettings):
     max_concurrency: int = Field(default=64, ge=1)
     completion_windows: list[str] = Field(default_factory=lambda: ["24h"])
     api_keys: list[ApiKey] = Field(default_factory=list)
+    api_keys_file: Path | None = None
     insecure_no_auth: bool = False
+    max_active_batches: int | None = Field(default=None, ge=1)
+    max_enqueued_lines: int | None = Field(default=None, ge=1)
+    max_stored_bytes: int | None = Field(default=None, ge=1)
     max_request_bytes: int = Field(default=1024 * 1024, ge=1024)
     max_upload_bytes: int = Field(default=512 * 1024 * 1024, ge=1)
     max_batch_file_bytes: int = Field(default=200 * 1024 * 1024, ge=1)
@@ -162,17 +196,18 @@ class Settings(BaseSettings):
     @field_validator("api_keys")
     @classmethod
     def _check_api_keys(cls, value: list[ApiKey]) -> list[ApiKey]:
-        projects: dict[str, str] = {}
         for api_key in value:
             if not api_key.key.strip() or not api_key.project.strip():
                 raise ValueError("an API key and its project must not be empty")
-            other = projects.setdefault(api_key.key, api_key.project)
-            if other != api_key.project:
-                raise ValueError(
-                    f"one key is given to two projects ({other} and {api_key.project}): "
-                    "each key names one project"
-                )
+        _check_one_project_per_key(value)
         return value
+
+    @model_validator(mode="after")
+    def _read_api_keys_file(self) -> Settings:
+        if self.api_keys_file is not None:
+            self.api_keys += read_api_keys_file(self.api_keys_file)
+            _check_one_project_per_key(self.api_keys)
+        return self
 
     @field_validator("completion_windows")
     @classmethod
@@ -194,15 +229,21 @@ class Settings(BaseSettings):
         return self
 
     @property
-    def open_to_anyone(self) -> bool:
-        """Whether the API would take any caller from other machines: no keys, a non-loopback
-        address, and no ``insecure_no_auth`` to say that is meant."""
-        if self.api_keys or self.insecure_no_auth or self.host == "localhost":
-            return False
-        try:
-            return not ipaddress.ip_address(self.host).is_loopback
-        except ValueError:  # a host name: it may resolve to anything
+    def may_serve_without_keys(self) -> bool:
+        """Whether an API with no keys at all may take every caller: on a loopback address, or
+        with ``insecure_no_auth`` to say that is meant."""
+        if self.insecure_no_auth or self.host == "localhost":
             return True
+        try:
+            return ipaddress.ip_address(self.host).is_loopback
+        except ValueError:  # a host name: it may resolve to anything
+            return False
+
+    @property
+    def open_to_anyone(self) -> bool:
+        """Whether the API would take any caller from other machines, unless the store holds
+        keys: no keys in the settings and no leave to serve without them."""
+        return not self.api_keys and not self.may_serve_without_keys
 
     @property
     def resolved_database_url(self) -> str:

@@ -19,6 +19,7 @@ from batchd.models import (
     ClaimedRequest,
     IndexedLine,
     LineError,
+    ManagedKey,
     RequestResult,
     RequestState,
     StoredFile,
@@ -981,6 +982,98 @@ async def test_finish_batch_without_the_lease_says_so(store: SqlStore) -> None:
     await store.claim_batch_to_finalize("f", NOW + DAY, NOW + DAY + LEASE)
     assert not await store.finish_batch(batch.id, "g", BatchStatus.EXPIRED, NOW, None, None)
     assert await store.batches_with_lines_left() == []  # it is not finished
+
+
+# -- API keys --------------------------------------------------------------------------------
+
+
+def make_key(project: str = "default", **overrides: Any) -> ManagedKey:
+    values: dict[str, Any] = {
+        "id": ids.key_id(),
+        "project": project,
+        "name": None,
+        "prefix": "sk-batchd-abcdef",
+        "created_at": NOW,
+    }
+    return ManagedKey(**{**values, **overrides})
+
+
+async def test_a_key_is_found_by_its_hash_only_until_revoked(store: SqlStore) -> None:
+    """The project of an unrevoked key's hash; nothing once it is revoked, or for another hash."""
+    key = make_key("team-a", name="ci")
+    await store.keys.insert(key, "hash-1")
+    assert await store.keys.project_of("hash-1") == "team-a"
+    assert await store.keys.project_of("hash-2") is None
+    assert await store.keys.find("hash-1") == key
+
+    revoked = await store.keys.revoke(key.id, NOW + 5)
+
+    assert revoked == make_key("team-a", id=key.id, name="ci", revoked_at=NOW + 5)
+    assert await store.keys.project_of("hash-1") is None
+    assert await store.keys.find("hash-1") == revoked
+
+
+async def test_revoking_again_keeps_the_first_time(store: SqlStore) -> None:
+    key = make_key()
+    await store.keys.insert(key, "hash-1")
+    await store.keys.revoke(key.id, NOW + 5)
+    again = await store.keys.revoke(key.id, NOW + 9)
+    assert again is not None and again.revoked_at == NOW + 5
+    assert await store.keys.revoke("key_missing", NOW) is None
+
+
+async def test_keys_are_listed_oldest_first_by_project(store: SqlStore) -> None:
+    """Revoked keys are listed too; the hash never is."""
+    older = make_key("team-a", created_at=NOW - 10)
+    newer = make_key("team-a")
+    other = make_key("team-b", created_at=NOW - 5)
+    for number, key in enumerate((newer, older, other)):
+        await store.keys.insert(key, f"hash-{number}")
+    await store.keys.revoke(older.id, NOW)
+    assert [k.id for k in await store.keys.list()] == [older.id, other.id, newer.id]
+    assert [k.id for k in await store.keys.list("team-a")] == [older.id, newer.id]
+    assert await store.keys.list("team-c") == []
+
+
+async def test_only_unrevoked_keys_are_counted(store: SqlStore) -> None:
+    assert await store.keys.count_active() == 0
+    first, second = make_key(), make_key()
+    await store.keys.insert(first, "hash-1")
+    await store.keys.insert(second, "hash-2")
+    await store.keys.revoke(first.id, NOW)
+    assert await store.keys.count_active() == 1
+
+
+async def test_two_keys_cannot_share_a_hash(store: SqlStore) -> None:
+    await store.keys.insert(make_key(), "hash-1")
+    with pytest.raises(StoreError):
+        await store.keys.insert(make_key("team-b"), "hash-1")
+    assert await store.keys.project_of("hash-1") == "default"
+
+
+# -- usage, for quotas -----------------------------------------------------------------------
+
+
+async def test_unfinished_batches_and_their_lines_are_counted_per_project(
+    store: SqlStore,
+) -> None:
+    """Validating batches count with no lines yet; finished ones and other projects not at all."""
+    await make_running_batch(store, lines=3, project="team-a")
+    await make_running_batch(store, lines=4, project="team-a")
+    await make_running_batch(store, lines=5, project="team-b")
+    await make_batch(store, project="team-a")  # validating
+    await make_batch(store, project="team-a", status=BatchStatus.COMPLETED)
+    assert await store.usage.unfinished_batches("team-a") == (3, 7)
+    assert await store.usage.unfinished_batches("team-b") == (1, 5)
+    assert await store.usage.unfinished_batches("team-c") == (0, 0)
+
+
+async def test_stored_bytes_are_summed_per_project(store: SqlStore) -> None:
+    await make_file(store, project="team-a", bytes=100)
+    await make_file(store, project="team-a", bytes=23, purpose=OUTPUT_PURPOSE)
+    await make_file(store, project="team-b", bytes=1000)
+    assert await store.usage.stored_bytes("team-a") == 123
+    assert await store.usage.stored_bytes("team-c") == 0
 
 
 # -- migrations ------------------------------------------------------------------------------

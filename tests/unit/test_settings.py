@@ -279,3 +279,57 @@ def test_an_upstream_that_is_not_an_http_url_is_refused_at_start(url: str) -> No
 @pytest.mark.parametrize("url", ["http://127.0.0.1:8000/v1", "https://api.openai.com/v1"])
 def test_http_and_https_upstreams_are_accepted(url: str) -> None:
     assert load_settings(upstreams=[url]).upstreams[0].url == url
+
+
+# -- the API keys file -----------------------------------------------------------------------
+
+
+def test_api_keys_file_adds_keys(tmp_path: Path) -> None:
+    """PROJECT:KEY or KEY a line; blank lines and # comments are skipped."""
+    path = tmp_path / "keys"
+    path.write_text("# team keys\n\nteam-a:sk-a\n  sk-plain  \r\n   # indented comment\n")
+    settings = load_settings(api_keys=["team-b:sk-b"], api_keys_file=path)
+    assert [(k.project, k.key) for k in settings.api_keys] == [
+        ("team-b", "sk-b"),
+        ("team-a", "sk-a"),
+        ("default", "sk-plain"),
+    ]
+
+
+def test_api_keys_file_from_the_environment(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    path = tmp_path / "keys"
+    path.write_text("team-a:sk-a\n")
+    monkeypatch.setenv("BATCHD_API_KEYS_FILE", str(path))
+    assert [k.key for k in load_settings().api_keys] == ["sk-a"]
+
+
+@pytest.mark.parametrize("bad", ["team-a:", ":sk-secret", "team-a:   "])
+def test_a_bad_line_in_the_api_keys_file_is_refused_by_number(tmp_path: Path, bad: str) -> None:
+    """The message names the file and the line, and never repeats a key."""
+    path = tmp_path / "keys"
+    path.write_text(f"# comment\nteam-a:sk-a\n{bad}\n")
+    with pytest.raises(ConfigurationError, match=r"line 3: not an API key") as caught:
+        load_settings(api_keys_file=path)
+    assert str(path) in str(caught.value) and "sk-secret" not in str(caught.value)
+
+
+def test_a_key_in_the_file_and_a_flag_for_two_projects_is_refused(tmp_path: Path) -> None:
+    path = tmp_path / "keys"
+    path.write_text("team-a:sk-1\n")
+    with pytest.raises(ConfigurationError, match="two projects"):
+        load_settings(api_keys=["team-b:sk-1"], api_keys_file=path)
+
+
+def test_a_missing_api_keys_file_is_refused(tmp_path: Path) -> None:
+    with pytest.raises(ConfigurationError, match="cannot read api_keys_file"):
+        load_settings(api_keys_file=tmp_path / "nothing")
+
+
+def test_quotas_default_to_no_limit() -> None:
+    settings = load_settings()
+    assert (settings.max_active_batches, settings.max_enqueued_lines) == (None, None)
+    assert settings.max_stored_bytes is None
+    with pytest.raises(ConfigurationError, match="max_active_batches"):
+        load_settings(max_active_batches=0)

@@ -2,14 +2,12 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
-
 from starlette.datastructures import Headers, MutableHeaders
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from batchd import ids
 from batchd.api.errors import envelope
-from batchd.models import DEFAULT_PROJECT
+from batchd.keys import Authenticator
 
 
 class RequestIdMiddleware:
@@ -31,18 +29,19 @@ class RequestIdMiddleware:
 
 
 class AuthMiddleware:
-    """With no keys configured every caller is in the default project; otherwise the bearer key
-    names the project, and anything else is a 401."""
+    """The bearer key names the caller's project (see ``keys.Authenticator``, which the lifespan
+    puts in ``app.state.authenticator``); a caller it refuses gets a 401. The key is never
+    logged."""
 
-    def __init__(self, app: ASGIApp, projects_by_key: Mapping[str, str]) -> None:
+    def __init__(self, app: ASGIApp) -> None:
         self.app = app
-        self.projects_by_key = projects_by_key
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http" or not scope["path"].startswith("/v1/"):
             await self.app(scope, receive, send)
             return
-        project = self._project(Headers(scope=scope).get("authorization", ""))
+        authenticator: Authenticator = scope["app"].state.authenticator
+        project = await authenticator.project(_bearer(Headers(scope=scope)))
         if project is None:
             response = envelope(
                 401,
@@ -55,10 +54,7 @@ class AuthMiddleware:
         scope.setdefault("state", {})["project"] = project
         await self.app(scope, receive, send)
 
-    def _project(self, authorization: str) -> str | None:
-        if not self.projects_by_key:
-            return DEFAULT_PROJECT
-        scheme, _, key = authorization.partition(" ")
-        if scheme.lower() != "bearer":
-            return None
-        return self.projects_by_key.get(key.strip())
+
+def _bearer(headers: Headers) -> str | None:
+    scheme, _, key = headers.get("authorization", "").partition(" ")
+    return key.strip() or None if scheme.lower() == "bearer" else None

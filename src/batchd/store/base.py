@@ -14,6 +14,8 @@ from dataclasses import dataclass
 from importlib import resources
 from typing import Any, Generic, Protocol, TypeVar
 
+from batchd.models import BatchStatus
+
 
 class Row(Protocol):
     """A result row: sqlite3.Row and asyncpg.Record both read columns by name."""
@@ -114,6 +116,11 @@ class Database(ABC):
             if entry.name.endswith(".sql"):
                 found.append((int(entry.name.split("_", 1)[0]), entry.read_text()))
         return sorted(found)
+
+
+def status_list(statuses: frozenset[BatchStatus]) -> str:
+    """A SQL list of statuses, from the lifecycle's own sets (never from input)."""
+    return "(" + ", ".join(f"'{s.value}'" for s in sorted(statuses)) + ")"
 
 
 @dataclass(frozen=True)

@@ -26,7 +26,10 @@ from batchd.models import (
     Usage,
 )
 from batchd.store.base import Connection, Database, Page, Row
+from batchd.store.base import status_list as _statuses
 from batchd.store.idempotency import IdempotencyStore, remember
+from batchd.store.keys import KeyStore
+from batchd.store.usage import UsageStore
 
 _FILE_COLUMNS = "id, project, purpose, filename, bytes, created_at, expires_at, blob_key"
 _LINE_COLUMNS = "line, custom_id, byte_offset, byte_length"  # what a claim hands out
@@ -58,6 +61,8 @@ class SqlStore:
     def __init__(self, db: Database) -> None:
         self.db = db
         self.idempotency = IdempotencyStore(db)
+        self.keys = KeyStore(db)
+        self.usage = UsageStore(db)
 
     async def close(self) -> None:
         await self.db.close()
@@ -894,11 +899,6 @@ class SqlStore:
                 process,
                 now,
             )
-
-
-def _statuses(statuses: frozenset[BatchStatus]) -> str:
-    """A SQL list of statuses, from the lifecycle's own sets (never from input)."""
-    return "(" + ", ".join(f"'{s.value}'" for s in sorted(statuses)) + ")"
 
 
 async def _forget_lines(conn: Connection, batch_id: str) -> None:

@@ -6,6 +6,7 @@ from batchd.blobstore import BlobStore
 from batchd.errors import BlobNotFound
 from batchd.files import release_input
 from batchd.models import Batch, IndexedLine, LineError
+from batchd.quotas import enqueued_lines_error
 from batchd.settings import Settings
 from batchd.store import SqlStore
 from batchd.upstreams import UpstreamRouter
@@ -25,12 +26,22 @@ class Ingest:
 
     async def run(self, batch: Batch, owner: str, now: int) -> None:
         outcome = await self._index(batch)
+        if not outcome.error_count:
+            await self._check_quota(batch, outcome)
         if outcome.error_count:
             await self._store.fail_validation(batch.id, owner, outcome.errors, now)
             await release_input(self._store, self._blobs, batch)
         else:
             assert outcome.model is not None  # every valid line names one
             await self._store.start_batch(batch.id, owner, outcome.total, outcome.model, now)
+
+    async def _check_quota(self, batch: Batch, outcome: Outcome) -> None:
+        """A valid batch whose lines would take its project past its quota fails too."""
+        error = await enqueued_lines_error(
+            self._settings, self._store, batch.project, outcome.total
+        )
+        if error is not None:
+            outcome.report(error)
 
     async def _index(self, batch: Batch) -> Outcome:
         file = await self._store.get_file(batch.project, batch.input_file_id)
