@@ -47,12 +47,14 @@ class IncomingFile:
     they come, the first line kept to check a batch file is JSONL. Kept by ``Files.finish``, or
     given up with ``abort``."""
 
-    def __init__(self, file_id: str, filename: str, writer: BlobWriter, limit: int) -> None:
+    def __init__(
+        self, file_id: str, filename: str, writer: BlobWriter, limit: int, *, may_be_batch: bool
+    ) -> None:
         self.file_id = file_id
         self.filename = filename
         self._writer = writer
         self._limit = limit
-        self._first_line = FirstLine()
+        self._first_line = FirstLine() if may_be_batch else None
         self._settled = False
 
     @property
@@ -62,14 +64,17 @@ class IncomingFile:
     async def write(self, chunk: bytes) -> None:
         if self.size + len(chunk) > self._limit:
             raise _too_large()
-        self._first_line.feed(chunk)
+        if self._first_line is not None:
+            self._first_line.feed(chunk)
         await self._writer.write(chunk)
 
     def check(self, purpose: str, limit: int) -> None:
         """Raise unless the bytes received suit ``purpose``."""
         if self.size > limit:
             raise _too_large()
-        if purpose == "batch" and not self._first_line.is_json_object():
+        if purpose == "batch" and not (
+            self._first_line is not None and self._first_line.is_json_object()
+        ):
             raise InvalidRequest(
                 "Invalid file format for Batch API. Must be .jsonl",
                 code="invalid_file_format",
@@ -77,8 +82,8 @@ class IncomingFile:
             )
 
     async def commit(self) -> None:
-        self._settled = True
         await self._writer.commit()
+        self._settled = True
 
     async def abort(self) -> None:
         if not self._settled:
@@ -111,7 +116,10 @@ class Files:
         _check_filename(filename)
         limit = self.max_upload_bytes if purpose is None else self._limit_of(purpose)
         file_id = ids.file_id()
-        return IncomingFile(file_id, filename, self._blobs.writer(upload_key(file_id)), limit)
+        writer = self._blobs.writer(upload_key(file_id))
+        return IncomingFile(
+            file_id, filename, writer, limit, may_be_batch=purpose in (None, "batch")
+        )
 
     async def finish(self, incoming: IncomingFile, details: UploadDetails) -> StoredFile:
         """Once all of an upload has arrived: check the file against its purpose, then keep it

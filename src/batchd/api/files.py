@@ -61,7 +61,8 @@ class _UploadForm:
             return
         if part.name != "file":
             raise _missing("file")
-        self._incoming = self._files.receive(part.filename, self._fields.get("purpose"))
+        filename = part.filename or "upload.jsonl"
+        self._incoming = self._files.receive(filename, self._fields.get("purpose"))
         async for chunk in part.chunks:
             await self._incoming.write(chunk)
 
