@@ -80,7 +80,7 @@ def boundary_of(content_type: str | None) -> bytes:
 
 async def read_form(
     content_type: str | None, body: AsyncIterator[bytes], *, max_body_bytes: int
-) -> AsyncGenerator[FormField | FilePart]:
+) -> AsyncGenerator[FormField | FilePart, None]:
     """The form's text fields and its one file, in the order they arrive."""
     reader = _Reader(boundary_of(content_type), body, max_body_bytes)
     while (event := await reader.next_event()) is not None:
