@@ -26,12 +26,70 @@ log = logging.getLogger("batchd.files")
 
 
 @dataclass(frozen=True)
+class UploadDetails:
+    """What an upload says of its file besides the bytes and their name."""
+
+    project: str
+    purpose: str
+    expires_after_seconds: int | None = None
+
+
+@dataclass(frozen=True)
 class Upload:
     project: str
     purpose: str
     filename: str
     chunks: AsyncIterator[bytes]
     expires_after_seconds: int | None = None
+
+
+class IncomingFile:
+    """A file's bytes as they arrive: written straight to its blob, counted against a limit as
+    they come, the first line kept to check a batch file is JSONL. Kept by ``Files.finish``, or
+    given up with ``abort``."""
+
+    def __init__(
+        self, file_id: str, filename: str, writer: BlobWriter, limit: int, *, may_be_batch: bool
+    ) -> None:
+        self.file_id = file_id
+        self.filename = filename
+        self._writer = writer
+        self._limit = limit
+        self._first_line = FirstLine() if may_be_batch else None
+        self._settled = False
+
+    @property
+    def size(self) -> int:
+        return self._writer.size
+
+    async def write(self, chunk: bytes) -> None:
+        if self.size + len(chunk) > self._limit:
+            raise _too_large()
+        if self._first_line is not None:
+            self._first_line.feed(chunk)
+        await self._writer.write(chunk)
+
+    def check(self, purpose: str, limit: int) -> None:
+        """Raise unless the bytes received suit ``purpose``."""
+        if self.size > limit:
+            raise _too_large()
+        if purpose == "batch" and not (
+            self._first_line is not None and self._first_line.is_json_object()
+        ):
+            raise InvalidRequest(
+                "Invalid file format for Batch API. Must be .jsonl",
+                code="invalid_file_format",
+                param="file",
+            )
+
+    async def commit(self) -> None:
+        await self._writer.commit()
+        self._settled = True
+
+    async def abort(self) -> None:
+        if not self._settled:
+            self._settled = True
+            await self._writer.abort()
 
 
 class Files:
@@ -43,63 +101,74 @@ class Files:
 
     @property
     def max_upload_bytes(self) -> int:
+        """The largest file of any purpose: the limit while the purpose is not yet known."""
         return max(self._settings.max_upload_bytes, self._settings.max_batch_file_bytes)
 
-    async def upload(self, upload: Upload) -> StoredFile:
-        if upload.purpose not in UPLOAD_PURPOSES:
-            raise unsupported_value("purpose", upload.purpose, UPLOAD_PURPOSES)
-        if not storable(upload.filename, MAX_FILENAME):
-            raise InvalidRequest(
-                f"Invalid filename: at most {MAX_FILENAME} characters of text, without NUL.",
-                code="invalid_value",
-                param="file",
-            )
-        check_expiry(upload.expires_after_seconds, "expires_after[seconds]")
+    def _limit_of(self, purpose: str) -> int:
+        if purpose == "batch":
+            return self._settings.max_batch_file_bytes
+        return self._settings.max_upload_bytes
+
+    def receive(self, filename: str, purpose: str | None = None) -> IncomingFile:
+        """Start an upload whose bytes are about to arrive. ``purpose``, if already known, is
+        checked now and its limit applies from the first byte; else ``finish`` checks it."""
+        if purpose is not None:
+            _check_purpose(purpose)
+        _check_filename(filename)
+        limit = self.max_upload_bytes if purpose is None else self._limit_of(purpose)
         file_id = ids.file_id()
-        key = upload_key(file_id)
-        writer = self._blobs.writer(key)
+        writer = self._blobs.writer(upload_key(file_id))
+        return IncomingFile(
+            file_id, filename, writer, limit, may_be_batch=purpose in (None, "batch")
+        )
+
+    async def finish(self, incoming: IncomingFile, details: UploadDetails) -> StoredFile:
+        """Once all of an upload has arrived: check the file against its purpose, then keep it
+        (its bytes, then its row); else give it up."""
         try:
-            await self._receive(upload, writer)
-            await check_stored_bytes(self._settings, self._store, upload.project, writer.size)
+            _check_purpose(details.purpose)
+            check_expiry(details.expires_after_seconds, "expires_after[seconds]")
+            incoming.check(details.purpose, self._limit_of(details.purpose))
+            await check_stored_bytes(self._settings, self._store, details.project, incoming.size)
+            await incoming.commit()
         except BaseException:
-            await writer.abort()
+            await incoming.abort()
             raise
-        await writer.commit()
         now = whole_seconds(self._clock)
         stored = StoredFile(
-            id=file_id,
-            project=upload.project,
-            purpose=upload.purpose,
-            filename=upload.filename,
-            bytes=writer.size,
+            id=incoming.file_id,
+            project=details.project,
+            purpose=details.purpose,
+            filename=incoming.filename,
+            bytes=incoming.size,
             created_at=now,
-            expires_at=self._expiry(upload, now),
-            blob_key=key,
+            expires_at=self._expiry(details, now),
+            blob_key=upload_key(incoming.file_id),
         )
-        await self._store.insert_file(stored)
+        try:
+            await self._store.insert_file(stored)
+        except BaseException:
+            await self._blobs.delete(stored.blob_key)
+            raise
         return stored
 
-    async def _receive(self, upload: Upload, writer: BlobWriter) -> None:
-        is_batch = upload.purpose == "batch"
-        limit = self._settings.max_batch_file_bytes if is_batch else self._settings.max_upload_bytes
-        first_line = FirstLine() if is_batch else None
-        async for chunk in upload.chunks:
-            if writer.size + len(chunk) > limit:
-                raise InvalidRequest("File is too large.", code="file_too_large", param="file")
-            if first_line is not None:
-                first_line.feed(chunk)
-            await writer.write(chunk)
-        if first_line is not None and not first_line.is_json_object():
-            raise InvalidRequest(
-                "Invalid file format for Batch API. Must be .jsonl",
-                code="invalid_file_format",
-                param="file",
-            )
+    async def upload(self, upload: Upload) -> StoredFile:
+        """An upload whose purpose is known before its bytes, read from one stream."""
+        details = UploadDetails(upload.project, upload.purpose, upload.expires_after_seconds)
+        check_expiry(details.expires_after_seconds, "expires_after[seconds]")
+        incoming = self.receive(upload.filename, upload.purpose)
+        try:
+            async for chunk in upload.chunks:
+                await incoming.write(chunk)
+        except BaseException:
+            await incoming.abort()
+            raise
+        return await self.finish(incoming, details)
 
-    def _expiry(self, upload: Upload, now: int) -> int | None:
-        if upload.expires_after_seconds is not None:
-            return now + upload.expires_after_seconds
-        return now + BATCH_FILE_TTL if upload.purpose == "batch" else None
+    def _expiry(self, details: UploadDetails, now: int) -> int | None:
+        if details.expires_after_seconds is not None:
+            return now + details.expires_after_seconds
+        return now + BATCH_FILE_TTL if details.purpose == "batch" else None
 
     async def get(self, project: str, file_id: str) -> StoredFile:
         file = await self._store.get_file(project, file_id) if storable(file_id, MAX_ID) else None
@@ -166,6 +235,24 @@ async def release_input(store: SqlStore, blobs: BlobStore, batch: Batch) -> None
         await blobs.delete(upload_key(file_id))
 
 
+def _check_purpose(purpose: str) -> None:
+    if purpose not in UPLOAD_PURPOSES:
+        raise unsupported_value("purpose", purpose, UPLOAD_PURPOSES)
+
+
+def _check_filename(filename: str) -> None:
+    if not storable(filename, MAX_FILENAME):
+        raise InvalidRequest(
+            f"Invalid filename: at most {MAX_FILENAME} characters of text, without NUL.",
+            code="invalid_value",
+            param="file",
+        )
+
+
+def _too_large() -> InvalidRequest:
+    return InvalidRequest("File is too large.", code="file_too_large", param="file")
+
+
 def _no_such_file(file_id: str) -> NotFound:
     return NotFound(f"No such File object: {file_id[:MAX_ID]}", param="id")
 
@@ -204,14 +291,16 @@ class FirstLine:
     def feed(self, chunk: bytes) -> None:
         if self._done:
             return
-        self._buffer += chunk
-        stripped = self._buffer.lstrip()
-        if b"\n" in stripped or len(self._buffer) > self.LIMIT:
-            self._done = True
+        if not self._buffer:
+            chunk = chunk.lstrip()
+        end = chunk.find(b"\n")
+        self._buffer += chunk if end < 0 else chunk[:end]
+        # Each chunk is looked at once: stripping or searching all that came before, chunk after
+        # chunk, made a long first line cost quadratic time.
+        self._done = end >= 0 or len(self._buffer) > self.LIMIT
 
     def is_json_object(self) -> bool:
-        line = bytes(self._buffer).lstrip().split(b"\n", 1)[0]
         try:
-            return isinstance(orjson.loads(line), dict)
+            return isinstance(orjson.loads(self._buffer), dict)
         except orjson.JSONDecodeError:
             return False

@@ -2,20 +2,18 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from contextlib import aclosing
 
-from starlette.datastructures import UploadFile
 from starlette.requests import Request
 from starlette.responses import Response, StreamingResponse
 from starlette.routing import Route
 
+from batchd.api.multipart import FilePart, FormField, read_form
 from batchd.api.params import choice_param, int_param, project_of
 from batchd.api.responses import JSONResponse
 from batchd.api.schemas import deleted_file, file_object, list_page
 from batchd.errors import InvalidRequest
-from batchd.files import Files, Upload
-
-_READ_CHUNK = 1 << 20
+from batchd.files import Files, IncomingFile, UploadDetails
 
 
 def _files(request: Request) -> Files:
@@ -27,47 +25,78 @@ MULTIPART_OVERHEAD = 1 << 20
 
 
 async def upload(request: Request) -> Response:
+    """The file's bytes go to the blob store as they arrive; the fields may come before the file
+    (the Python SDK) or after it (the Node SDK)."""
     _refuse_oversized(request)
-    async with request.form(max_files=1, max_fields=16) as form:
-        file = form.get("file")
-        purpose = form.get("purpose")
-        if not isinstance(file, UploadFile):
-            raise InvalidRequest(
-                "Missing required parameter: 'file'.",
-                code="missing_required_parameter",
-                param="file",
+    files = _files(request)
+    form = _UploadForm(files)
+    try:
+        async with aclosing(
+            read_form(
+                request.headers.get("content-type"),
+                request.stream(),
+                max_body_bytes=files.max_upload_bytes + MULTIPART_OVERHEAD,
             )
-        if not isinstance(purpose, str):
-            raise InvalidRequest(
-                "Missing required parameter: 'purpose'.",
-                code="missing_required_parameter",
-                param="purpose",
-            )
-        stored = await _files(request).upload(
-            Upload(
-                project=project_of(request),
-                purpose=purpose,
-                filename=file.filename or "upload.jsonl",
-                chunks=_chunks(file),
-                expires_after_seconds=_expires_after(
-                    form.get("expires_after[anchor]"), form.get("expires_after[seconds]")
-                ),
-            )
-        )
+        ) as parts:
+            async for part in parts:
+                await form.take(part)
+        stored = await files.finish(form.incoming_file(), form.details(project_of(request)))
+    except BaseException:
+        await form.abort()
+        raise
     return JSONResponse(file_object(stored))
 
 
+class _UploadForm:
+    """The fields of an upload form as they arrive, and its file, received as it arrives."""
+
+    def __init__(self, files: Files) -> None:
+        self._files = files
+        self._fields: dict[str, str] = {}
+        self._incoming: IncomingFile | None = None
+
+    async def take(self, part: FormField | FilePart) -> None:
+        if isinstance(part, FormField):
+            self._fields[part.name] = part.value
+            return
+        if part.name != "file":
+            raise _missing("file")
+        filename = part.filename or "upload.jsonl"
+        self._incoming = self._files.receive(filename, self._fields.get("purpose"))
+        async for chunk in part.chunks:
+            await self._incoming.write(chunk)
+
+    def incoming_file(self) -> IncomingFile:
+        if self._incoming is None:
+            raise _missing("file")
+        return self._incoming
+
+    def details(self, project: str) -> UploadDetails:
+        purpose = self._fields.get("purpose")
+        if purpose is None:
+            raise _missing("purpose")
+        expires_after = _expires_after(
+            self._fields.get("expires_after[anchor]"), self._fields.get("expires_after[seconds]")
+        )
+        return UploadDetails(project, purpose, expires_after)
+
+    async def abort(self) -> None:
+        if self._incoming is not None:
+            await self._incoming.abort()
+
+
+def _missing(param: str) -> InvalidRequest:
+    return InvalidRequest(
+        f"Missing required parameter: '{param}'.", code="missing_required_parameter", param=param
+    )
+
+
 def _refuse_oversized(request: Request) -> None:
-    """Refuse before reading a body that cannot fit, rather than spooling gigabytes first."""
-    limit = request.app.state.files.max_upload_bytes + MULTIPART_OVERHEAD
+    """Refuse before reading a body that cannot fit, rather than reading gigabytes first."""
+    limit = _files(request).max_upload_bytes + MULTIPART_OVERHEAD
     declared = request.headers.get("content-length", "")
     if declared.isdigit() and int(declared) > limit:
         raise InvalidRequest("File is too large.", code="file_too_large", param="file")
-
-
-async def _chunks(file: UploadFile) -> AsyncIterator[bytes]:
-    while chunk := await file.read(_READ_CHUNK):
-        yield chunk
 
 
 def _expires_after(anchor: object, seconds: object) -> int | None:
