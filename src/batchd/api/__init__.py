@@ -4,6 +4,12 @@ from __future__ import annotations
 
 from starlette.routing import BaseRoute
 
-from batchd.api import batches, files, health, upstreams
+from batchd.api import batches, files, health, openapi, upstreams
 
-routes: list[BaseRoute] = [*files.routes, *batches.routes, *upstreams.routes, *health.routes]
+routes: list[BaseRoute] = [
+    *files.routes,
+    *batches.routes,
+    *upstreams.routes,
+    *health.routes,
+    *openapi.routes,
+]

@@ -2,12 +2,20 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, NamedTuple
 
 import orjson
 from starlette.requests import Request
 
 from batchd.errors import InvalidRequest, RequestTooLarge
+
+
+class Bounds(NamedTuple):
+    """An integer query parameter's default and its inclusive range."""
+
+    default: int
+    low: int
+    high: int
 
 
 def project_of(request: Request) -> str:
