@@ -45,6 +45,22 @@ def test_errors_use_the_openai_envelope(server: Server) -> None:
         assert response.json()["error"]["type"] == "invalid_request_error"
 
 
+@pytest.mark.parametrize(
+    ("path", "allowed"),
+    [
+        ("/files", "GET, HEAD, POST"),
+        ("/files/file-x", "DELETE, GET, HEAD"),
+        ("/batches", "GET, HEAD, POST"),
+        ("/batches/batch_x/cancel", "POST"),
+    ],
+)
+def test_a_405_names_every_method_the_url_answers(server: Server, path: str, allowed: str) -> None:
+    """Allow lists the methods of every route of the URL, not only those of the first one."""
+    response = httpx.put(f"{server.base_url}{path}")
+    assert response.status_code == 405
+    assert response.headers["allow"] == allowed
+
+
 def test_unknown_batch_is_a_404_with_the_openai_message(client: openai.OpenAI) -> None:
     """Retrieving an unknown batch names it in the message."""
     with pytest.raises(openai.NotFoundError) as caught:
