@@ -45,6 +45,16 @@ def test_errors_use_the_openai_envelope(server: Server) -> None:
         assert response.json()["error"]["type"] == "invalid_request_error"
 
 
+@pytest.mark.parametrize("limit", ["1_0", " 5", "+5", "\u0665", "5.0", "1" * 5000])
+def test_a_limit_is_a_decimal_integer(server: Server, limit: str) -> None:
+    """What int() would also read (underscores, spaces, a sign, other scripts' digits) is a 400,
+    as OpenAPI's integer says; found by fuzzing."""
+    for path in ("/files", "/batches"):
+        response = httpx.get(f"{server.base_url}{path}", params={"limit": limit})
+        assert response.status_code == 400, response.text
+        assert response.json()["error"]["param"] == "limit"
+
+
 @pytest.mark.parametrize(
     ("path", "allowed"),
     [
