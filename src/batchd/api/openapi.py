@@ -82,12 +82,19 @@ def _ref(name: str) -> JSON:
     return {"$ref": f"#/components/schemas/{name}"}
 
 
-def _json(schema: JSON, description: str = "OK") -> JSON:
+def _json(schema: JSON, description: str = "OK", **more: Any) -> JSON:
     return {
         "description": description,
         "headers": _HEADERS,
         "content": {"application/json": {"schema": schema}},
+        **more,
     }
+
+
+def _links(parameter: str, *operation_ids: str) -> JSON:
+    """Operations that take the new object's id as ``parameter``."""
+    value = "$response.body#/id"
+    return {op: {"operationId": op, "parameters": {parameter: value}} for op in operation_ids}
 
 
 def _errors(*statuses: int) -> JSON:
@@ -179,7 +186,10 @@ def _files_paths() -> JSON:
             "post": _operation(
                 "createFile",
                 "Upload a file.",
-                _json(_ref("File")),
+                _json(
+                    _ref("File"),
+                    links=_links("file_id", "retrieveFile", "deleteFile", "downloadFile"),
+                ),
                 400,
                 413,
                 requestBody={
@@ -236,7 +246,7 @@ def _batches_paths() -> JSON:
             "post": _operation(
                 "createBatch",
                 "Create a batch from an uploaded file of requests.",
-                _json(_ref("Batch")),
+                _json(_ref("Batch"), links=_links("batch_id", "retrieveBatch", "cancelBatch")),
                 400,
                 413,
                 requestBody={

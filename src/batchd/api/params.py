@@ -10,10 +10,9 @@ from starlette.requests import Request
 
 from batchd.errors import InvalidRequest, RequestTooLarge
 
-
 _DECIMAL = re.compile(r"-?[0-9]{1,18}")
-"""An integer as a query spells it: not ``1_0``, `` 5``, ``+5`` or ``٥``, which int() takes.
-More digits are past every range here (and int() refuses past 4,300)."""
+"""An integer as a query spells it: not ``1_0``, `` 5``, ``+5`` or Arabic-Indic digits, which
+int() takes. More digits are past every range here (and int() refuses past 4,300)."""
 
 
 class Bounds(NamedTuple):
