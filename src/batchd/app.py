@@ -9,7 +9,7 @@ from collections.abc import AsyncIterator, Callable
 from starlette.applications import Starlette
 from starlette.middleware import Middleware
 
-from batchd.api import routes
+from batchd.api import openapi, routes
 from batchd.api.errors import EXCEPTION_HANDLERS
 from batchd.api.middleware import AuthMiddleware, RequestIdMiddleware
 from batchd.batches import Batches
@@ -92,4 +92,5 @@ def create_app(
         ],
     )
     app.state.fatal = None
+    app.state.openapi = openapi.document_bytes(settings.completion_windows)
     return app

@@ -259,8 +259,8 @@ def _output_expiry(value: object) -> int | None:
             code="invalid_value",
             param=param,
         )
-    seconds = value.get("seconds")
-    if not isinstance(seconds, int) or isinstance(seconds, bool):
+    seconds = _integer(value.get("seconds"))
+    if seconds is None:
         raise InvalidRequest(
             "Invalid type for 'output_expires_after.seconds': expected an integer.",
             code="invalid_type",
@@ -268,3 +268,13 @@ def _output_expiry(value: object) -> int | None:
         )
     check_expiry(seconds, f"{param}.seconds")
     return seconds
+
+
+def _integer(value: object) -> int | None:
+    """A JSON integer: ``7200``, or ``7200.0``, which JSON (and so JSON Schema, and clients
+    built on it) holds to be the same number."""
+    if isinstance(value, float) and value.is_integer():
+        return int(value)
+    if isinstance(value, int) and not isinstance(value, bool):
+        return value
+    return None

@@ -24,6 +24,10 @@ MAX_REPORTED_ERRORS = 1000
 MODELS_NAMED = 10
 """How many of the models served a ``model_not_found`` names."""
 
+MAX_DEPTH = 512
+"""How deeply a line may nest arrays and objects. msgspec, which the worker reads lines with,
+raises RecursionError near 1,000 levels less the caller's stack (orjson refuses past 1,024): a
+line deeper than this could pass validation and then fail every time the worker read it."""
 ENVELOPE_FIELDS_IN_ORDER = ("custom_id", "method", "url", "body")
 ENVELOPE_FIELDS = frozenset(ENVELOPE_FIELDS_IN_ORDER)
 
@@ -145,9 +149,12 @@ class LineValidator:
             line = self._shape.decode(raw)
         except msgspec.DecodeError:  # its ValidationError too: a field missing or mistyped
             return None
+        except RecursionError:  # nested deeper than msgspec goes: the slow path says
+            return None
         body = line.body
         if (
-            line.method != "POST"
+            _may_nest_deeper(raw)
+            or line.method != "POST"
             or line.url != self.rules.endpoint
             or body.model != self.outcome.model
             or not self._model_served
@@ -174,6 +181,11 @@ class LineValidator:
             request = None
         if not isinstance(request, dict):
             self._fail(number, "invalid_json_line", "This line is not parseable as valid JSON.")
+            return None
+        if _may_nest_deeper(raw) and _depth(request) > MAX_DEPTH:
+            self._fail(
+                number, "invalid_json_line", f"This line nests more than {MAX_DEPTH} levels deep."
+            )
             return None
         custom_id = self._check_envelope(number, request)
         body = request.get("body")
@@ -293,6 +305,26 @@ class LineValidator:
         named = ", ".join(served[:MODELS_NAMED])
         more = f" and {len(served) - MODELS_NAMED} more" if len(served) > MODELS_NAMED else ""
         return f"The model '{model}' does not exist. Models served: {named}{more}."
+
+
+def _may_nest_deeper(raw: bytes) -> bool:
+    """Whether ``raw`` has enough brackets to nest past ``MAX_DEPTH`` (counted in C; those in
+    strings too, so a line that passes this may still be shallow)."""
+    return raw.count(b"[") + raw.count(b"{") > MAX_DEPTH
+
+
+def _depth(value: object) -> int:
+    """How many levels of arrays and objects ``value`` nests, walked level by level rather than
+    by recursion."""
+    depth, level = 0, [value]
+    while containers := [item for item in level if isinstance(item, dict | list)]:
+        depth += 1
+        level = [
+            child
+            for item in containers
+            for child in (item.values() if isinstance(item, dict) else item)
+        ]
+    return depth
 
 
 def _input_count(given: object) -> int:

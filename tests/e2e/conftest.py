@@ -3,6 +3,7 @@ official openai SDK pointed at them."""
 
 from __future__ import annotations
 
+import functools
 import os
 import subprocess
 import sys
@@ -108,42 +109,46 @@ def start_server(tmp_path: Path, model_server: ModelServer) -> Iterator[ServerFa
     launcher of batchd's CLI) with extra flags; every process started is stopped after the
     test."""
     servers: list[Server] = []
-
-    def start(
-        *flags: str,
-        upstream: bool = True,
-        data_dir: Path | None = None,
-        extra_env: dict[str, str] | None = None,
-        role: str = "serve",
-        healthy_within: float = 30.0,
-        module: str = "batchd",
-    ) -> Server:
-        port = free_port()
-        data = data_dir or tmp_path / f"data-{len(servers)}"
-        log_path = tmp_path / f"batchd-{len(servers)}.log"
-        command = [sys.executable, "-m", module, role, "--data-dir", str(data)]
-        command += ["--completion-windows", "24h,3s"]
-        if role == "serve":
-            command += ["--port", str(port)]
-        if upstream:
-            command += ["--upstream", f"{','.join(MODELS)}@{model_server.base_url}"]
-        command += list(flags)
-        env = {k: v for k, v in os.environ.items() if not k.startswith("BATCHD_")}
-        env.update(FAST_TIMINGS)
-        env.update(extra_env or {})
-        with log_path.open("wb") as log:
-            process = subprocess.Popen(
-                command, stdout=log, stderr=subprocess.STDOUT, env=env, cwd=REPO_ROOT
-            )
-        server = Server(process, f"http://127.0.0.1:{port}/v1", data, log_path)
-        servers.append(server)
-        if role == "serve":
-            _wait_until_healthy(server, healthy_within)
-        return server
-
-    yield start
+    yield functools.partial(launch, servers, tmp_path, model_server)
     for server in servers:
         server.stop()
+
+
+def launch(
+    servers: list[Server],
+    directory: Path,
+    model_server: ModelServer,
+    *flags: str,
+    upstream: bool = True,
+    data_dir: Path | None = None,
+    extra_env: dict[str, str] | None = None,
+    role: str = "serve",
+    healthy_within: float = 30.0,
+    module: str = "batchd",
+) -> Server:
+    """What ``start_server`` does, in ``directory``; the process is added to ``servers``."""
+    port = free_port()
+    data = data_dir or directory / f"data-{len(servers)}"
+    log_path = directory / f"batchd-{len(servers)}.log"
+    command = [sys.executable, "-m", module, role, "--data-dir", str(data)]
+    command += ["--completion-windows", "24h,3s"]
+    if role == "serve":
+        command += ["--port", str(port)]
+    if upstream:
+        command += ["--upstream", f"{','.join(MODELS)}@{model_server.base_url}"]
+    command += list(flags)
+    env = {k: v for k, v in os.environ.items() if not k.startswith("BATCHD_")}
+    env.update(FAST_TIMINGS)
+    env.update(extra_env or {})
+    with log_path.open("wb") as log:
+        process = subprocess.Popen(
+            command, stdout=log, stderr=subprocess.STDOUT, env=env, cwd=REPO_ROOT
+        )
+    server = Server(process, f"http://127.0.0.1:{port}/v1", data, log_path)
+    servers.append(server)
+    if role == "serve":
+        _wait_until_healthy(server, healthy_within)
+    return server
 
 
 def _wait_until_healthy(server: Server, within: float = 30.0) -> None:

@@ -45,6 +45,32 @@ def test_errors_use_the_openai_envelope(server: Server) -> None:
         assert response.json()["error"]["type"] == "invalid_request_error"
 
 
+@pytest.mark.parametrize("limit", ["1_0", " 5", "+5", "\u0665", "5.0", "1" * 5000])
+def test_a_limit_is_a_decimal_integer(server: Server, limit: str) -> None:
+    """What int() would also read (underscores, spaces, a sign, other scripts' digits) is a 400,
+    as OpenAPI's integer says; found by fuzzing."""
+    for path in ("/files", "/batches"):
+        response = httpx.get(f"{server.base_url}{path}", params={"limit": limit})
+        assert response.status_code == 400, response.text
+        assert response.json()["error"]["param"] == "limit"
+
+
+@pytest.mark.parametrize(
+    ("path", "allowed"),
+    [
+        ("/files", "GET, HEAD, POST"),
+        ("/files/file-x", "DELETE, GET, HEAD"),
+        ("/batches", "GET, HEAD, POST"),
+        ("/batches/batch_x/cancel", "POST"),
+    ],
+)
+def test_a_405_names_every_method_the_url_answers(server: Server, path: str, allowed: str) -> None:
+    """Allow lists the methods of every route of the URL, not only those of the first one."""
+    response = httpx.put(f"{server.base_url}{path}")
+    assert response.status_code == 405
+    assert response.headers["allow"] == allowed
+
+
 def test_unknown_batch_is_a_404_with_the_openai_message(client: openai.OpenAI) -> None:
     """Retrieving an unknown batch names it in the message."""
     with pytest.raises(openai.NotFoundError) as caught:

@@ -44,6 +44,11 @@ def _create(server: Server, **params: Any) -> httpx.Response:
             "output_expires_after.seconds",
         ),
         (
+            {"output_expires_after": {"anchor": "created_at", "seconds": 3600.5}},
+            "invalid_type",
+            "output_expires_after.seconds",
+        ),
+        (
             {"output_expires_after": {"anchor": "later", "seconds": 3600}},
             "invalid_value",
             "output_expires_after",
@@ -67,6 +72,18 @@ def test_bad_parameters_are_a_400_and_create_nothing(
     assert (error["code"], error["param"]) == (code, param)
     assert error["type"] == "invalid_request_error"
     assert httpx.get(f"{server.base_url}/batches").json()["data"] == []
+
+
+def test_seconds_written_as_a_whole_float_are_an_integer(server: Server, file_id: str) -> None:
+    """``7200.0`` is the integer 7200 to JSON (and to JSON Schema, as /openapi.json says)."""
+    response = _create(
+        server,
+        input_file_id=file_id,
+        endpoint="/v1/chat/completions",
+        completion_window="24h",
+        output_expires_after={"anchor": "created_at", "seconds": 7200.0},
+    )
+    assert response.status_code == 200, response.text
 
 
 def test_an_unknown_endpoint_lists_the_supported_ones(server: Server, file_id: str) -> None:

@@ -11,12 +11,14 @@ import pytest
 
 from batchd.models import IndexedLine, LineError
 from batchd.validation import (
+    MAX_DEPTH,
     MAX_REPORTED_ERRORS,
     LineValidator,
     Outcome,
     Rules,
     iter_line_runs,
 )
+from batchd.worker.feeder import _body_of
 
 CHAT = "/v1/chat/completions"
 SERVED = {"gpt-test", "other-model", "embed-test"}
@@ -524,3 +526,28 @@ def test_a_custom_id_the_store_cannot_keep_is_an_invalid_line(custom_id: str) ->
 
 def test_a_custom_id_of_512_characters_is_fine() -> None:
     assert validate([line("c" * 512)]).error_count == 0
+
+
+def nested(depth: int) -> bytes:
+    """A valid chat line whose body holds arrays ``depth`` deep."""
+    head = encode(line("deep"))[:-2]  # without the closing braces of body and line
+    return head + b', "nested": ' + b"[" * depth + b"]" * depth + b"}}"
+
+
+@pytest.mark.parametrize("depth", [MAX_DEPTH + 1, 1_010, 2_000, 100_000])
+def test_a_line_nested_too_deep_is_invalid_json_not_a_crash(depth: int) -> None:
+    """Past MAX_DEPTH a line is invalid_json_line. (msgspec raised RecursionError from about
+    1,000 levels, which escaped the fast path and stopped the worker's validation task each time
+    it was retried; up to orjson's 1,024 a line passed and then failed the worker's reads.)"""
+    assert codes(validate([line("ok"), nested(depth)])) == [("invalid_json_line", None, 2)]
+
+
+def test_a_line_at_the_depth_limit_is_valid_and_forwarded() -> None:
+    """Nested exactly MAX_DEPTH levels (the line, its body and the arrays): valid, and the worker
+    reads the body it forwards."""
+    raw = nested(MAX_DEPTH - 2)
+    validator = LineValidator(rules())
+    assert [n.custom_id for n in validator.feed(1, 0, [raw])] == ["deep"]
+    assert validator.finish().errors == []
+    body = _body_of(raw)
+    assert body is not None and orjson.loads(body) == orjson.loads(raw)["body"]

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from starlette.routing import BaseRoute
 
-from batchd.api import batches, files, health, models, upstreams
+from batchd.api import batches, files, health, models, openapi, upstreams
 
 routes: list[BaseRoute] = [
     *files.routes,
@@ -12,4 +12,5 @@ routes: list[BaseRoute] = [
     *models.routes,
     *upstreams.routes,
     *health.routes,
+    *openapi.routes,
 ]

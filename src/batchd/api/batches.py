@@ -6,10 +6,13 @@ from starlette.requests import Request
 from starlette.responses import Response, StreamingResponse
 from starlette.routing import Route
 
-from batchd.api.params import int_param, json_object, project_of
+from batchd.api.params import Bounds, int_param, json_object, project_of
 from batchd.api.responses import JSONResponse
 from batchd.api.schemas import batch_object, list_page
 from batchd.batches import Batches
+
+BATCH_PAGE = Bounds(default=20, low=1, high=100)
+"""``limit`` of ``GET /v1/batches``."""
 
 
 def _batches(request: Request) -> Batches:
@@ -56,7 +59,7 @@ async def _results_so_far(request: Request, kind: str) -> Response:
 async def list_batches(request: Request) -> Response:
     page = await _batches(request).list(
         project_of(request),
-        limit=int_param(request, "limit", default=20, low=1, high=100),
+        limit=int_param(request, "limit", **BATCH_PAGE._asdict()),
         after=request.query_params.get("after"),
     )
     return JSONResponse(list_page(page.items, page.has_more, batch_object))

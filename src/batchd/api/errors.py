@@ -9,6 +9,7 @@ import orjson
 from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import Response
+from starlette.routing import Match, Route
 
 from batchd.api.schemas import error_body
 from batchd.errors import ApiError
@@ -45,7 +46,20 @@ async def api_error(request: Request, exc: Exception) -> Response:
 async def http_error(request: Request, exc: Exception) -> Response:
     assert isinstance(exc, HTTPException)
     message = _HTTP_MESSAGES.get(exc.status_code, exc.detail)
-    return envelope(exc.status_code, message, "invalid_request_error", headers=exc.headers)
+    headers = exc.headers
+    if exc.status_code == 405:
+        headers = {**(headers or {}), "Allow": _allowed_methods(request)}
+    return envelope(exc.status_code, message, "invalid_request_error", headers=headers)
+
+
+def _allowed_methods(request: Request) -> str:
+    """Every method the URL answers. Starlette's own ``Allow`` names only those of the first
+    route whose path matched, and a URL such as ``/v1/files`` has a route per method."""
+    methods: set[str] = set()
+    for route in request.app.routes:
+        if isinstance(route, Route) and route.matches(request.scope)[0] is not Match.NONE:
+            methods |= route.methods or set()
+    return ", ".join(sorted(methods))
 
 
 async def unexpected_error(request: Request, exc: Exception) -> Response:

@@ -2,12 +2,25 @@
 
 from __future__ import annotations
 
-from typing import Any
+import re
+from typing import Any, NamedTuple
 
 import orjson
 from starlette.requests import Request
 
 from batchd.errors import InvalidRequest, RequestTooLarge
+
+_DECIMAL = re.compile(r"-?[0-9]{1,18}")
+"""An integer as a query spells it: not ``1_0``, `` 5``, ``+5`` or Arabic-Indic digits, which
+int() takes. More digits are past every range here (and int() refuses past 4,300)."""
+
+
+class Bounds(NamedTuple):
+    """An integer query parameter's default and its inclusive range."""
+
+    default: int
+    low: int
+    high: int
 
 
 def project_of(request: Request) -> str:
@@ -19,10 +32,7 @@ def int_param(request: Request, name: str, *, default: int, low: int, high: int)
     text = request.query_params.get(name)
     if text is None:
         return default
-    try:
-        value = int(text)
-    except ValueError:
-        value = low - 1
+    value = int(text) if _DECIMAL.fullmatch(text) else low - 1
     if not low <= value <= high:
         raise InvalidRequest(
             f"Invalid '{name}': must be an integer from {low} to {high}.",
