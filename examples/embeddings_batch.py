@@ -1,7 +1,10 @@
 """Run examples/embeddings.jsonl as a batch and show each sentence's nearest neighbour.
 
 Start batchd first:  batchd serve --upstream local
-Then:                python examples/embeddings_batch.py [--base-url http://127.0.0.1:8000/v1]
+Then:                pip install -e '.[examples]' && python examples/embeddings_batch.py
+
+Like the openai SDK, it goes to $OPENAI_BASE_URL with $OPENAI_API_KEY when they are set;
+--base-url and --api-key override them.
 """
 
 from __future__ import annotations
@@ -9,6 +12,7 @@ from __future__ import annotations
 import argparse
 import json
 import math
+import os
 import time
 from pathlib import Path
 
@@ -19,8 +23,10 @@ HERE = Path(__file__).parent
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--base-url", default="http://127.0.0.1:8000/v1")
-    parser.add_argument("--api-key", default="local")
+    parser.add_argument(
+        "--base-url", default=os.environ.get("OPENAI_BASE_URL", "http://127.0.0.1:8000/v1")
+    )
+    parser.add_argument("--api-key", default=os.environ.get("OPENAI_API_KEY", "local"))
     parser.add_argument("--input", type=Path, default=HERE / "embeddings.jsonl")
     args = parser.parse_args()
 

@@ -117,21 +117,23 @@ def test_submit_json_prints_the_created_batch_object(cli: Cli, tmp_path: Path) -
 def test_submit_wait_follows_the_batch_to_the_end_and_downloads_its_files(
     cli: Cli, fake: ModelServer, tmp_path: Path
 ) -> None:
-    """submit --wait reports progress up to completed, then writes the output and error files."""
+    """submit --wait reports progress up to completed, writes the output and error files, points
+    at the error file and exits 9: the batch completed, some of its requests failed."""
     fake.set_faults(rules=[{"fault": "status", "status": 400, "custom_id": "^req-[0-2]$"}])
     path = chat_file(tmp_path, 20)
     done = cli.run(
         "submit", str(path), "--endpoint", CHAT, "--wait", "-o", "out", "--poll-interval", "0.1"
     )
-    assert done.returncode == 0, done.stderr
+    assert done.returncode == 9, done.stderr
     batch_id = done.stdout.splitlines()[0]
     assert f"{batch_id} completed: 20/20 done, 3 failed" in done.stderr
+    assert f"3 of 20 requests failed: see out/{batch_id}_error.jsonl" in done.stderr
     output = tmp_path / "out" / f"{batch_id}_output.jsonl"
-    errors = tmp_path / "out" / f"{batch_id}_errors.jsonl"
+    errors = tmp_path / "out" / f"{batch_id}_error.jsonl"
     assert custom_ids(output) == {f"req-{i}" for i in range(3, 20)}
     assert custom_ids(errors) == {"req-0", "req-1", "req-2"}
     assert all(line["response"]["status_code"] == 400 for line in jsonl(errors))
-    assert f"output: out/{batch_id}_output.jsonl" in done.stdout
+    assert f"output file: out/{batch_id}_output.jsonl" in done.stdout
     assert not list((tmp_path / "out").glob("*.part"))
 
 
@@ -152,7 +154,7 @@ def test_submit_wait_json_prints_the_finished_batch_and_the_downloaded_paths(
     batch = document["batch"]
     assert batch["status"] == "completed" and batch["request_counts"]["completed"] == 5
     output = f"{batch['id']}_output.jsonl"  # in the current directory by default
-    assert document["downloaded"] == {"output": output, "errors": None}
+    assert document["downloaded"] == {"output": output, "error": None}
     assert len(jsonl(tmp_path / output)) == 5
 
 
@@ -187,7 +189,7 @@ def test_submit_wait_of_a_batch_that_expires_exits_6_with_the_finished_results(
     )
     assert document["batch"]["status"] == "expired"
     assert custom_ids(tmp_path / document["downloaded"]["output"]) == {"req-0", "req-1", "req-2"}
-    expired = jsonl(tmp_path / document["downloaded"]["errors"])
+    expired = jsonl(tmp_path / document["downloaded"]["error"])
     assert {line["error"]["code"] for line in expired} == {"batch_expired"}
 
 
@@ -267,7 +269,7 @@ def test_ctrl_c_with_cancel_on_interrupt_cancels_and_downloads_what_finished(
         code, _, err = interrupt(process)
         assert code == 7, err
         assert f"{batch_id} cancelled" in err
-        errors = jsonl(tmp_path / f"{batch_id}_errors.jsonl")
+        errors = jsonl(tmp_path / f"{batch_id}_error.jsonl")
         assert errors and {line["error"]["code"] for line in errors} == {"batch_cancelled"}
 
 
@@ -360,20 +362,58 @@ def test_cancelling_a_finished_batch_shows_the_409(
 def test_results_downloads_the_output_and_error_files(
     cli: Cli, server: Server, fake: ModelServer, tmp_path: Path
 ) -> None:
-    """results writes <id>_output.jsonl and <id>_errors.jsonl with every line, exit 0."""
+    """results writes <id>_output.jsonl and <id>_error.jsonl (the server's names) with every
+    line; a failed request makes it exit 9."""
     fake.set_faults(rules=[{"fault": "status", "status": 422, "custom_id": "^req-1$"}])
     client = server.client()
     batch = wait_for_batch(client, submit(client, tmp_path, [request_line(i) for i in range(4)]).id)
-    document = cli.json("results", batch.id, "--output", "saved")
+    document = cli.json("results", batch.id, "--output", "saved", code=9)
     assert document["batch"]["id"] == batch.id
     assert custom_ids(tmp_path / "saved" / f"{batch.id}_output.jsonl") == {
         "req-0",
         "req-2",
         "req-3",
     }
-    assert custom_ids(tmp_path / "saved" / f"{batch.id}_errors.jsonl") == {"req-1"}
+    assert custom_ids(tmp_path / "saved" / f"{batch.id}_error.jsonl") == {"req-1"}
+    assert client.files.retrieve(batch.error_file_id).filename == f"{batch.id}_error.jsonl"
     done = cli.run("results", batch.id, "--output", "saved")
-    assert done.returncode == 0 and f"errors: saved/{batch.id}_errors.jsonl" in done.stdout
+    assert done.returncode == 9 and f"error file: saved/{batch.id}_error.jsonl" in done.stdout
+    assert f"1 of 4 requests failed: see saved/{batch.id}_error.jsonl" in done.stderr
+
+
+def test_a_batch_whose_every_request_failed_exits_9_and_points_at_the_error_file(
+    cli: Cli, fake: ModelServer, tmp_path: Path
+) -> None:
+    """Every line failed: not a success (exit 9), and the line to read next is named."""
+    fake.set_faults(rules=[{"fault": "status", "status": 400, "custom_id": "^req-"}])
+    path = chat_file(tmp_path, 4)
+    done = cli.run("submit", str(path), "--endpoint", CHAT, "--wait", "--poll-interval", "0.1")
+    assert done.returncode == 9, done.stderr
+    batch_id = done.stdout.splitlines()[0]
+    assert f"4 of 4 requests failed: see {batch_id}_error.jsonl" in done.stderr
+
+
+def test_results_names_the_file_that_is_gone(
+    cli: Cli, server: Server, fake: ModelServer, tmp_path: Path
+) -> None:
+    """A deleted error file: results says which of the batch's files is missing, exit 1."""
+    fake.set_faults(rules=[{"fault": "status", "status": 422, "custom_id": "^req-1$"}])
+    client = server.client()
+    batch = wait_for_batch(client, submit(client, tmp_path, [request_line(i) for i in range(2)]).id)
+    client.files.delete(batch.error_file_id)
+    done = cli.run("results", batch.id)
+    assert done.returncode == 1 and no_traceback(done)
+    assert f"The batch's error file {batch.error_file_id} was deleted or has expired" in done.stderr
+    assert not (tmp_path / f"{batch.id}_error.jsonl").exists()
+
+
+def test_validate_says_how_many_of_how_many_problems_it_shows(tmp_path: Path) -> None:
+    """Past 1,000 problems, the list stops and the summary says it shows 1,000 of them all."""
+    path = write_jsonl(tmp_path / "bad.jsonl", ["not json"] * 2000)
+    done = Cli("http://127.0.0.1:1/v1", tmp_path).run("validate", str(path), "--endpoint", CHAT)
+    assert done.returncode == 4
+    assert "2,000 problems in 2,000 lines; showing the first 1,000 of 2,000." in done.stdout
+    assert "line 1001:" not in done.stdout
 
 
 def test_results_of_a_running_batch_exits_8(slow_server: Server, tmp_path: Path) -> None:

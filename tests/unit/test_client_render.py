@@ -3,19 +3,36 @@
 from __future__ import annotations
 
 import io
+import re
 from typing import Any
 
 from rich.console import Console
 
 from batchd.client.errors import ServerError
+from batchd.client.exits import ExitCode, outcome
 from batchd.client.output import Output
-from batchd.client.progress import ChangeLines, LiveBar, display_for
-from batchd.client.render import batch_panel
+from batchd.client.progress import ChangeLines, LiveBar, Rate, display_for
+from batchd.client.render import batch_panel, problem_count
 
 
-def terminal() -> tuple[Console, io.StringIO]:
+def terminal(width: int = 120) -> tuple[Console, io.StringIO]:
     sink = io.StringIO()
-    return Console(file=sink, force_terminal=True, width=120, color_system=None), sink
+    return Console(file=sink, force_terminal=True, width=width, color_system=None), sink
+
+
+def bar_frames(sink: io.StringIO, marker: str) -> list[str]:
+    """Each frame of the live bar drawn, as plain text, that holds ``marker``."""
+    frames = sink.getvalue().replace("\r", "\n").splitlines()
+    plain = [re.sub(r"\x1b\[[0-9;?]*[A-Za-z]", "", frame) for frame in frames]
+    return [frame for frame in plain if marker in frame]
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = 0.0
+
+    def __call__(self) -> float:
+        return self.now
 
 
 def batch(status: str, completed: int = 0, failed: int = 0, total: int = 0, **extra: Any) -> Any:
@@ -61,10 +78,96 @@ def test_elsewhere_a_line_is_printed_only_when_something_changed() -> None:
         ]:
             display.update(seen)
     assert sink.getvalue().splitlines() == [
-        "batch_1 validating: 0/0 done, 0 failed",
+        "batch_1 validating",
         "batch_1 in_progress: 1/4 done, 0 failed",
         "batch_1 completed: 4/4 done, 1 failed",
     ]
+
+
+def test_elsewhere_a_failed_validation_says_so_with_its_error_count() -> None:
+    """A batch that failed validation has no counts to show: the line says why it failed."""
+    sink = io.StringIO()
+    errors = {"object": "list", "data": [{"code": "invalid_json_line", "line": n} for n in (1, 2)]}
+    with ChangeLines(Console(file=sink, width=120)) as display:
+        display.update(batch("validating"))
+        display.update(batch("failed", errors=errors))
+    assert sink.getvalue().splitlines() == [
+        "batch_1 validating",
+        "batch_1 failed: validation failed, 2 errors",
+    ]
+
+
+def test_the_rate_is_what_finished_over_the_time_it_took() -> None:
+    """10 requests more after 2 s is 5 req/s, over the samples of the last 10 s."""
+    clock = Clock()
+    rate = Rate(clock)
+    assert rate.observe(batch("in_progress", 0, 0, 100)) is None
+    clock.now = 2.0
+    assert rate.observe(batch("in_progress", 8, 2, 100)) == 5.0
+    clock.now = 14.0
+    assert rate.observe(batch("in_progress", 70, 12, 100)) == 6.0  # 72 more in 12 s since t=2
+
+
+def test_no_rate_when_nothing_finished_in_the_interval_or_after_a_cancel() -> None:
+    """A stalled batch and a cancelled one (its lines all marked failed at once) show no rate."""
+    clock = Clock()
+    rate = Rate(clock)
+    rate.observe(batch("in_progress", 10, 0, 1000))
+    clock.now = 11.0
+    assert rate.observe(batch("in_progress", 20, 0, 1000)) is not None
+    clock.now = 22.0
+    assert rate.observe(batch("in_progress", 20, 0, 1000)) is None
+    clock.now = 23.0
+    assert rate.observe(batch("cancelling", 20, 0, 1000)) is None
+    assert rate.observe(batch("cancelled", 20, 980, 1000)) is None
+
+
+def test_the_bar_shows_no_rate_or_eta_after_a_cancel() -> None:
+    """The jump of a cancel (980 lines failed in a second) is not shown as a rate."""
+    clock = Clock()
+    console, sink = terminal()
+    with LiveBar(console, clock) as display:
+        display.update(batch("in_progress", 10, 0, 1000))
+        clock.now = 1.0
+        display.update(batch("cancelled", 20, 980, 1000))
+    last = bar_frames(sink, "/1000")[-1]
+    assert "1000/1000" in last and "- req/s" in last and "ETA -:--:--" in last
+
+
+def test_the_bar_leaves_room_for_the_ctrl_c_echo_at_80_columns() -> None:
+    """The terminal echoes ^C after the bar: a bar as wide as the screen would wrap there and
+    leave a copy of itself, so every line stays short of the right edge."""
+    clock = Clock()
+    console, sink = terminal(width=80)
+    with LiveBar(console, clock) as display:
+        display.update(batch("in_progress", 2000, 21, 50000))
+        clock.now = 1.0
+        display.update(batch("in_progress", 3354, 21, 50000))
+    bars = bar_frames(sink, "/50000")
+    assert bars and "1354.0 req/s" in bars[-1]
+    assert max(len(bar) for bar in bars) <= 80 - 3  # room for "^C"
+
+
+def test_a_list_the_server_cut_short_says_so() -> None:
+    """1,000 listed errors may not be all: the count says it is a first part, or of how many."""
+    listed = [{"code": "invalid_json_line", "line": n} for n in range(1, 1001)]
+    assert problem_count(batch("failed", errors={"data": listed[:3]})) == "3 errors"
+    assert problem_count(batch("failed", errors={"data": listed})) == (
+        "showing the first 1,000 errors (the server lists no more)"
+    )
+    counted = batch("failed", errors={"data": listed, "total": 2000})
+    assert problem_count(counted) == "showing 1,000 of 2,000 errors"
+    console, sink = terminal()
+    console.print(batch_panel(counted))
+    assert "problems: showing 1,000 of 2,000 errors" in sink.getvalue()
+
+
+def test_a_completed_batch_with_failed_requests_has_its_own_exit_code() -> None:
+    """Completed with failures exits 9, distinct from success and from a failed batch."""
+    assert outcome("completed", 0) is ExitCode.OK
+    assert outcome("completed", 3) is ExitCode.REQUESTS_FAILED == 9
+    assert outcome("failed", 0) is ExitCode.BATCH_FAILED
+    assert outcome("cancelled", 10) is ExitCode.BATCH_CANCELLED
 
 
 def test_the_panel_of_a_failed_batch_lists_its_problems_by_line() -> None:

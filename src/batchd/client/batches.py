@@ -16,7 +16,7 @@ from batchd.client import render
 from batchd.client.api import BatchAPI, Json, every_page
 from batchd.client.downloads import download_results
 from batchd.client.errors import ClientError, NotFinished
-from batchd.client.exits import OUTCOME, TERMINAL, ExitCode
+from batchd.client.exits import TERMINAL, ExitCode, outcome
 from batchd.client.progress import display_for
 from batchd.client.session import Session, with_session
 from batchd.client.watch import Follower, OnInterrupt, follow, interrupt_policy
@@ -41,7 +41,7 @@ def follow_options(command: Callable[..., Any]) -> Callable[..., Any]:
             "--output",
             "-o",
             type=click.Path(file_okay=False, path_type=Path),
-            help="Where to put <batch_id>_output.jsonl and <batch_id>_errors.jsonl [default: .].",
+            help="Where to put <batch_id>_output.jsonl and <batch_id>_error.jsonl [default: .].",
         ),
         click.option(
             "--poll-interval",
@@ -136,11 +136,14 @@ def _fetch(session: Session, batch: Json, directory: Path) -> int:
         {"batch": batch, "downloaded": downloaded},
         Group(render.batch_panel(batch), *_downloaded_lines(downloaded)),
     )
-    return OUTCOME[str(batch["status"])]
+    _, failed, total = render.counts(batch)
+    if failed and downloaded["error"]:
+        session.output.note(render.failed_lines(failed, total, downloaded["error"]))
+    return outcome(str(batch["status"]), failed)
 
 
 def _downloaded_lines(downloaded: dict[str, str | None]) -> list[Text]:
-    return [Text(f"{kind}: {path}") for kind, path in downloaded.items() if path]
+    return [Text(f"{kind} file: {path}") for kind, path in downloaded.items() if path]
 
 
 @click.command()
@@ -150,7 +153,8 @@ def _downloaded_lines(downloaded: dict[str, str | None]) -> list[Text]:
 def results(session: Session, batch_id: str, output: Path) -> int:
     """Download a finished batch's output and error files into OUTPUT.
 
-    Exits with the batch's outcome: 0 completed, 5 failed, 6 expired, 7 cancelled; 8 while it runs.
+    Exits with the batch's outcome: 0 completed, 9 completed with failed requests, 5 failed,
+    6 expired, 7 cancelled; 8 while it runs.
     """
     batch = session.api.batch(batch_id)
     if batch.get("status") not in TERMINAL:

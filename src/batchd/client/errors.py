@@ -54,6 +54,17 @@ class ServerError(ClientError):
     def details(self) -> dict[str, Any]:
         return {"message": self.message, "type": self.type, "param": self.param, "code": self.code}
 
+    def restated(self, message: str) -> ServerError:
+        """The same answer, explained by ``message``."""
+        return ServerError(
+            self.status_code,
+            message,
+            type=self.type,
+            code=self.code,
+            param=self.param,
+            request_id=self.request_id,
+        )
+
 
 class Unreachable(ClientError):
     """The server could not be reached."""

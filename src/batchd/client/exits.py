@@ -15,6 +15,7 @@ class ExitCode(IntEnum):
     BATCH_EXPIRED = 6
     BATCH_CANCELLED = 7
     NOT_FINISHED = 8  # `results` of a batch that has not reached a terminal status
+    REQUESTS_FAILED = 9  # the batch completed, but some of its requests failed (the error file)
     INTERRUPTED = 130  # Ctrl-C: stopped watching, the batch keeps running (128 + SIGINT)
 
 
@@ -27,3 +28,10 @@ OUTCOME = {
 """The exit code of each terminal batch status."""
 
 TERMINAL = frozenset(OUTCOME)
+
+
+def outcome(status: str, failed: int) -> ExitCode:
+    """The exit code of a batch that reached ``status`` with ``failed`` requests failed."""
+    if status == "completed" and failed:
+        return ExitCode.REQUESTS_FAILED
+    return OUTCOME[status]

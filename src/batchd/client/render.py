@@ -11,6 +11,8 @@ from rich.panel import Panel
 from rich.table import Table
 from rich.text import Text
 
+from batchd.validation import MAX_REPORTED_ERRORS
+
 Json = dict[str, Any]
 
 STATUS_STYLE = {
@@ -57,10 +59,17 @@ def counts(batch: Json) -> tuple[int, int, int]:
     )
 
 
+def failed_lines(failed: int, total: int, path: str) -> Text:
+    """The line pointing at the error file, when requests failed."""
+    return Text(f"{failed:,} of {total:,} requests failed: see {path}", style="bold red")
+
+
 def batch_panel(batch: Json) -> RenderableType:
     grid = _facts(_batch_facts(batch))
-    errors = (batch.get("errors") or {}).get("data") or []
-    body: RenderableType = Group(grid, line_errors(errors)) if errors else grid
+    errors = _listed_errors(batch)
+    body: RenderableType = grid
+    if errors:
+        body = Group(grid, line_errors(errors, title=f"problems: {problem_count(batch)}"))
     return Panel(body, title=Text(str(batch.get("id"))), title_align="left", expand=False)
 
 
@@ -102,9 +111,25 @@ def _facts(rows: Iterable[tuple[str, Text | str]]) -> Table:
     return grid
 
 
-def line_errors(errors: list[Json]) -> Table:
+def _listed_errors(batch: Json) -> list[Json]:
+    return list((batch.get("errors") or {}).get("data") or [])
+
+
+def problem_count(batch: Json) -> str:
+    """``2 errors``; for a list the server cut short, how many it shows of how many, or that
+    there may be more (the server lists at most ``MAX_REPORTED_ERRORS``)."""
+    listed = len(_listed_errors(batch))
+    total = (batch.get("errors") or {}).get("total")
+    if isinstance(total, int) and total > listed:
+        return f"showing {listed:,} of {total:,} errors"
+    if listed >= MAX_REPORTED_ERRORS:
+        return f"showing the first {listed:,} errors (the server lists no more)"
+    return f"{listed:,} error" + ("" if listed == 1 else "s")
+
+
+def line_errors(errors: list[Json], title: str = "problems") -> Table:
     """Validation errors (``errors.data``), one row per problem, with its line number."""
-    table = Table(title="problems", title_justify="left", expand=False)
+    table = Table(title=title, title_justify="left", expand=False)
     table.add_column("line", justify="right")
     table.add_column("code", style="red")
     table.add_column("param")

@@ -141,8 +141,6 @@ def _problem_line(error: LineError) -> Text:
 def _summary(path: Path, outcome: Outcome) -> Text:
     if not outcome.error_count:
         return Text(f"{path}: {outcome.total} requests for {outcome.model}, valid.", style="green")
-    hidden = outcome.error_count - len(outcome.errors)
-    more = f" (the first {len(outcome.errors)} are listed)" if hidden else ""
-    return Text(
-        f"{path}: {outcome.error_count} problems in {outcome.total} lines{more}.", style="red"
-    )
+    shown, found = len(outcome.errors), outcome.error_count
+    more = f"; showing the first {shown:,} of {found:,}" if found > shown else ""
+    return Text(f"{path}: {found:,} problems in {outcome.total:,} lines{more}.", style="red")
