@@ -29,14 +29,14 @@ export async function batchView({ id }) {
       { id: "batch", "data-batch": batch.id },
       h("h1", {}, h("code", {}, batch.id), " ", badge(batch.status)),
       overview(batch),
-      h("h2", {}, "Progress"),
       progress(batch.request_counts),
-      counts(batch),
-      throughput(batch),
-      h("h2", {}, "Timeline"),
-      timeline(batch),
-      h("h2", {}, "Files"),
-      files(batch),
+      h(
+        "div",
+        { class: "columns" },
+        h("div", {}, h("h2", {}, "Counts"), counts(batch), throughput(batch)),
+        h("div", {}, h("h2", {}, "Timeline"), timeline(batch)),
+        h("div", {}, h("h2", {}, "Files"), files(batch)),
+      ),
       h("h2", {}, "First errors"),
       errors(batch, errorLines),
     ),
@@ -82,8 +82,9 @@ function throughput(batch) {
   const done = completed + failed;
   const start = batch.in_progress_at;
   const end = batch.finalizing_at ?? batch.cancelled_at ?? batch.expired_at ?? batch.failed_at;
-  const elapsed = start ? (end ?? now()) - start : 0;
-  const average = elapsed > 0 ? done / elapsed : null;
+  const elapsed = start ? Math.max(0, (end ?? now()) - start) : 0;
+  // Timestamps are whole seconds: a batch done within one counts as taking one.
+  const average = start && done ? done / Math.max(elapsed, 1) : null;
   const recent = recentRate(batch.id, done);
   const running = start && !end;
   const left = total - done;
@@ -91,7 +92,7 @@ function throughput(batch) {
   return facts([
     ["Throughput", average === null ? null : `${average.toFixed(1)} lines/s`, "throughput"],
     ["Now", running && recent !== null ? `${recent.toFixed(1)} lines/s` : null, "rate"],
-    ["Running for", start ? duration(elapsed) : null, "elapsed"],
+    ["Duration", start ? duration(elapsed) : null, "elapsed"],
     ["Time left", running && rate ? `~${duration(left / rate)}` : null, "eta"],
   ]);
 }
