@@ -5,6 +5,7 @@ import { TERMINAL, metadata } from "./batches.js";
 import { badge, duration, fileHref, h, link, now, progress, when } from "./dom.js";
 
 const FIRST_ERRORS = 10;
+const HEADINGS = ["Request", "Code", "Status", "Message"];
 const STEPS = [
   ["created_at", "created"],
   ["in_progress_at", "in progress"],
@@ -20,7 +21,9 @@ const lastSeen = new Map(); // batch id -> {at, done}: the rate between two look
 
 export async function batchView({ id }) {
   const batch = await getBatch(id);
-  const errorLines = batch.error_file_id ? await firstLines(batch.error_file_id, FIRST_ERRORS) : [];
+  const errorLines = batch.error_file_id
+    ? await firstLines(batch.error_file_id, FIRST_ERRORS).catch((error) => error)
+    : [];
   return {
     title: batch.id,
     nav: "batches",
@@ -117,10 +120,14 @@ function timeline(batch) {
         { "data-step": label },
         h("span", { class: "step" }, label),
         h("time", {}, when(batch[field])),
-        h("span", { class: "muted" }, field === "created_at" ? "" : `+${duration(batch[field] - batch.created_at)}`),
+        h("span", { class: "muted" }, offset(batch, field)),
       ),
     ),
   );
+}
+
+function offset(batch, field) {
+  return field === "created_at" ? "" : `+${duration(batch[field] - batch.created_at)}`;
 }
 
 function files(batch) {
@@ -133,6 +140,9 @@ function files(batch) {
 }
 
 function errors(batch, errorLines) {
+  if (errorLines instanceof Error) {
+    return h("p", { class: "error" }, `The error file could not be read: ${errorLines.message}`);
+  }
   const rows = [
     ...(batch.errors?.data ?? []).map((error) =>
       errorRow(error.line === null ? "" : `line ${error.line}`, error.code, null, error.message),
@@ -143,12 +153,13 @@ function errors(batch, errorLines) {
     return h(
       "table",
       { id: "errors" },
-      h("thead", {}, h("tr", {}, ["Request", "Code", "Status", "Message"].map((t) => h("th", {}, t)))),
+      h("thead", {}, h("tr", {}, HEADINGS.map((text) => h("th", {}, text)))),
       h("tbody", {}, rows),
     );
   }
   const waiting = batch.request_counts.failed && !batch.error_file_id;
-  return h("p", { class: "muted" }, waiting ? "Failed lines are listed once the batch finalizes." : "No errors.");
+  const text = waiting ? "Failed lines are listed once the batch finalizes." : "No errors.";
+  return h("p", { class: "muted" }, text);
 }
 
 function resultError(text) {
@@ -160,9 +171,10 @@ function resultError(text) {
   }
   const body = line.response?.body;
   const error = line.error ?? body?.error ?? {};
-  const code = error.code ?? error.type ?? (line.response ? `http_${line.response.status_code}` : "");
+  const status = line.response?.status_code;
+  const code = error.code ?? error.type ?? (status ? `http_${status}` : "");
   const message = typeof error.message === "string" ? error.message : JSON.stringify(body ?? "");
-  return errorRow(line.custom_id, code, line.response?.status_code, message);
+  return errorRow(line.custom_id, code, status, message);
 }
 
 function errorRow(request, code, status, message) {

@@ -28,7 +28,8 @@ export function table(headings, rows, attrs = {}) {
   );
 }
 
-export const badge = (status) => h("span", { class: `badge ${status}`, "data-status": status }, status);
+export const badge = (status) =>
+  h("span", { class: `badge ${status}`, "data-status": status }, status);
 
 export function when(seconds) {
   if (seconds === null || seconds === undefined) return "";
@@ -62,22 +63,33 @@ export const now = () => Date.now() / 1000;
 export function progress(counts) {
   const done = counts.completed + counts.failed;
   const percent = counts.total ? Math.floor((100 * done) / counts.total) : 0;
-  const bar = h("div", { class: "bar", title: `${percent}%` }, h("span", { class: "ok" }), h("span", { class: "failed" }));
+  const bar = h(
+    "div",
+    { class: "bar", title: `${percent}%` },
+    h("span", { class: "ok" }),
+    h("span", { class: "failed" }),
+  );
   // Widths through the CSSOM: the style-src policy forbids style attributes.
   bar.children[0].style.width = `${counts.total ? (100 * counts.completed) / counts.total : 0}%`;
   bar.children[1].style.width = `${counts.total ? (100 * counts.failed) / counts.total : 0}%`;
-  return h("div", { class: "progress" }, bar,
-    h("span", { class: "counts", "data-field": "progress" },
-      `${counts.completed} / ${counts.total}`,
-      counts.failed ? h("span", { class: "failed-count" }, ` · ${counts.failed} failed`) : null));
+  const failed = counts.failed
+    ? h("span", { class: "failed-count" }, ` · ${counts.failed} failed`)
+    : null;
+  const text = `${counts.completed} / ${counts.total}`;
+  return h(
+    "div",
+    { class: "progress" },
+    bar,
+    h("span", { class: "counts", "data-field": "progress" }, text, failed),
+  );
 }
 
 export function pager(base, page, after) {
   const links = [];
   if (after) links.push(link(base, "« Newest"));
   if (page.has_more && page.last_id) {
-    links.push(h("a", { href: `${base}?after=${encodeURIComponent(page.last_id)}`, class: "more",
-      "data-control": "more" }, "Older »"));
+    const href = `${base}?after=${encodeURIComponent(page.last_id)}`;
+    links.push(h("a", { href, class: "more", "data-control": "more" }, "Older »"));
   }
   return h("nav", { class: "pager" }, links);
 }

@@ -33,7 +33,7 @@ export async function filesView({ after }) {
 
 export async function fileView({ id }) {
   const file = await getFile(id);
-  const lines = await firstLines(file.id, PREVIEW_LINES);
+  const lines = await firstLines(file.id, PREVIEW_LINES).catch((error) => [error.message]);
   const status = h("span", { class: "muted" });
   const save = () => {
     status.textContent = " downloading…";

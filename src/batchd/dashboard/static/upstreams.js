@@ -5,12 +5,12 @@ import { ago, h, table } from "./dom.js";
 
 export async function upstreamsView() {
   const upstreams = (await listUpstreams()).data;
-  const rows = upstreams.map((upstream) =>
+  const rows = upstreams.map(({ state, ...upstream }) =>
     h(
       "tr",
       { "data-upstream": upstream.name },
       h("td", {}, upstream.name),
-      h("td", {}, h("span", { class: `badge ${upstream.state}`, "data-field": "state" }, upstream.state)),
+      h("td", {}, h("span", { class: `badge ${state}`, "data-field": "state" }, state)),
       h("td", { "data-field": "reason" }, upstream.reason ?? ""),
       h("td", {}, ago(upstream.since)),
       h("td", { class: "number", "data-field": "lines_waiting" }, upstream.lines_waiting),
