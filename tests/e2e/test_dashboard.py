@@ -182,7 +182,7 @@ def test_progress_advances_on_the_list_and_the_batch_page_without_a_reload(
     page = Dashboard(browser, server.base_url.removesuffix("v1"))
     page.open()
     page.enter_key(KEY)
-    batch = submit(client, tmp_path, [request_line(i) for i in range(40)])
+    batch = submit(client, tmp_path, [request_line(i) for i in range(60)])
     page.until(lambda: _batch_ids(page) == [batch.id])
     page.mark()
     first = page.until(lambda: _done(page, "#batches [data-field=progress]"))
@@ -192,7 +192,7 @@ def test_progress_advances_on_the_list_and_the_batch_page_without_a_reload(
     first = page.until(lambda: _done(page, "#batch [data-field=completed]"))
     page.until(lambda: _done(page, "#batch [data-field=completed]") > first)
     page.until(lambda: page.texts("#batch h1 [data-status]") == ["completed"], within=30)
-    assert page.texts("#batch [data-field=completed]") == ["40"]
+    assert page.texts("#batch [data-field=completed]") == ["60"]
     assert page.texts("#batch [data-field=throughput]")[0].endswith("lines/s")
     assert not page.reloaded()
 

@@ -42,8 +42,8 @@ async function show(refresh = false) {
   const ticket = ++shown;
   clearTimeout(timer);
   due = false;
-  const { view, params } = route();
   try {
+    const { view, params } = route();
     const page = await view(params);
     if (ticket !== shown) return;
     main.replaceChildren(page.node);
