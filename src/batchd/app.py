@@ -16,6 +16,7 @@ from batchd.batches import Batches
 from batchd.blobstore import open_blobstore
 from batchd.catalog import Catalog
 from batchd.clock import Clock, SystemClock
+from batchd.dashboard import routes as dashboard_routes
 from batchd.files import Files
 from batchd.keys import Authenticator
 from batchd.metrics import Metrics
@@ -83,7 +84,7 @@ def create_app(
             await store.close()
 
     app = Starlette(
-        routes=routes,
+        routes=[*routes, *dashboard_routes],
         lifespan=lifespan,
         exception_handlers=EXCEPTION_HANDLERS,
         middleware=[
