@@ -1,0 +1,36 @@
+"""What the S3 blob store does in its bucket, beyond the contract: uploads a dead process left
+unfinished are aborted once old enough."""
+
+from __future__ import annotations
+
+import time
+
+import pytest
+
+from batchd.blobstore import open_blobstore
+from batchd.blobstore import s3 as s3_module
+from tests.contract.test_blobstore import listed
+
+pytestmark = [pytest.mark.anyio, pytest.mark.s3]
+
+
+async def test_discard_unfinished_aborts_only_uploads_begun_before(
+    s3_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """An upload past one part is a multipart upload until committed; left unfinished (its
+    process died), it is aborted once it began before ``before``, and committed blobs stay."""
+    monkeypatch.setattr(s3_module, "PART_SIZE", 5 << 20)
+    blobs = open_blobstore(s3_url)
+    other = open_blobstore(s3_url + "-other")  # another prefix's uploads are not ours
+    for store in (blobs, other):
+        dead = store.writer("files/dead")
+        await dead.write(bytes(11 << 20))  # two parts go up; the process dies
+    kept = blobs.writer("files/kept")
+    await kept.write(b"abc")
+    await kept.commit()
+
+    assert await blobs.discard_unfinished(before=time.time() - 3600) == 0
+    assert await blobs.discard_unfinished(before=time.time() + 60) == 1
+    assert await blobs.discard_unfinished(before=time.time() + 60) == 0
+    assert await listed(blobs) == {"files/kept": 3}
+    assert await other.discard_unfinished(before=time.time() + 60) == 1
