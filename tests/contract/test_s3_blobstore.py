@@ -4,12 +4,17 @@ unfinished are aborted once old enough."""
 from __future__ import annotations
 
 import time
+from pathlib import Path
 
 import pytest
 
-from batchd.blobstore import open_blobstore
-from batchd.blobstore import s3 as s3_module
+from batchd.blobstore import LocalBlobStore, open_blobstore
+from tests.conftest import REQUIRE_S3
 from tests.contract.test_blobstore import listed
+
+if not REQUIRE_S3:
+    pytest.importorskip("obstore", reason="batchd[s3] is not installed")
+from batchd.blobstore import s3 as s3_module
 
 pytestmark = [pytest.mark.anyio, pytest.mark.s3]
 
@@ -34,3 +39,10 @@ async def test_discard_unfinished_aborts_only_uploads_begun_before(
     assert await blobs.discard_unfinished(before=time.time() + 60) == 0
     assert await listed(blobs) == {"files/kept": 3}
     assert await other.discard_unfinished(before=time.time() + 60) == 1
+
+
+def test_the_url_chooses_the_store(tmp_path: Path) -> None:
+    """``s3://`` opens a bucket (nothing is asked of it until used), ``file://`` a folder."""
+    assert isinstance(open_blobstore("s3://bucket/prefix"), s3_module.S3BlobStore)
+    assert isinstance(open_blobstore(f"file://{tmp_path}"), LocalBlobStore)
+    assert open_blobstore(f"file://{tmp_path}").root == tmp_path

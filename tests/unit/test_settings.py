@@ -279,3 +279,14 @@ def test_an_upstream_that_is_not_an_http_url_is_refused_at_start(url: str) -> No
 @pytest.mark.parametrize("url", ["http://127.0.0.1:8000/v1", "https://api.openai.com/v1"])
 def test_http_and_https_upstreams_are_accepted(url: str) -> None:
     assert load_settings(upstreams=[url]).upstreams[0].url == url
+
+
+@pytest.mark.parametrize("url", ["s3://bucket/some/prefix", "s3://bucket", "file:///var/blobs"])
+def test_blob_url_names_a_bucket_or_a_folder(url: str) -> None:
+    assert load_settings(blob_url=url).blob_url == url
+
+
+@pytest.mark.parametrize("url", ["bucket/prefix", "gs://bucket", "file://relative"])
+def test_a_blob_url_of_another_kind_is_refused_at_start(url: str) -> None:
+    with pytest.raises(ConfigurationError, match="not a blob store"):
+        load_settings(blob_url=url)
