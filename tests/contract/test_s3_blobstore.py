@@ -46,3 +46,12 @@ def test_the_url_chooses_the_store(tmp_path: Path) -> None:
     assert isinstance(open_blobstore("s3://bucket/prefix"), s3_module.S3BlobStore)
     assert isinstance(open_blobstore(f"file://{tmp_path}"), LocalBlobStore)
     assert open_blobstore(f"file://{tmp_path}").root == tmp_path
+
+
+async def test_without_keys_in_the_environment_unfinished_uploads_are_left(
+    s3_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Credentials from elsewhere cannot sign the listing: nothing is aborted, nothing fails."""
+    blobs = open_blobstore(s3_url)
+    monkeypatch.delenv("AWS_ACCESS_KEY_ID")
+    assert await blobs.discard_unfinished(before=time.time() + 60) == 0

@@ -15,6 +15,7 @@ part at a time.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import re
 import secrets
 from collections import OrderedDict
@@ -250,23 +251,16 @@ class S3BlobStore(BlobStore):
             await obstore.delete_async(self._store, key)
 
 
-class _translated:
+@contextlib.contextmanager
+def _translated(key: str) -> Iterator[None]:
     """obstore's errors as the seam's: a missing object is BlobNotFound, any other failure an
     OSError (the group committer retries those)."""
-
-    def __init__(self, key: str) -> None:
-        self._key = key
-
-    def __enter__(self) -> None:
-        return None
-
-    def __exit__(
-        self, kind: type[BaseException] | None, error: BaseException | None, _: object
-    ) -> None:
-        if isinstance(error, FileNotFoundError):
-            raise BlobNotFound(f"blob {self._key} is missing") from error
-        if isinstance(error, BaseError):
-            raise OSError(f"object store failed on {self._key}: {error}") from error
+    try:
+        yield
+    except FileNotFoundError as exc:
+        raise BlobNotFound(f"blob {key} is missing") from exc
+    except BaseError as exc:
+        raise OSError(f"object store failed on {key}: {exc}") from exc
 
 
 def _segment_path(key: str, offset: int) -> str:

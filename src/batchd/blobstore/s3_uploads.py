@@ -1,13 +1,16 @@
 """Multipart uploads a dead process left unfinished: listed (ListMultipartUploads) and aborted
 (AbortMultipartUpload), the two S3 calls obstore does not make. They run from housekeeping, once an
 hour, so a plain signed request (AWS Signature Version 4) over httpx does: credentials, endpoint and
-region come from the same AWS variables the client reads.
+region come from the same AWS variables the client reads. Credentials from elsewhere (an instance
+profile, a web identity) sign obstore's requests but not these: then unfinished uploads are left
+to the bucket's lifecycle rule, and a warning says so.
 """
 
 from __future__ import annotations
 
 import hashlib
 import hmac
+import logging
 import os
 import xml.etree.ElementTree as ElementTree
 from collections.abc import AsyncIterator
@@ -16,6 +19,8 @@ from datetime import UTC, datetime
 from urllib.parse import quote, urlsplit
 
 import httpx
+
+log = logging.getLogger("batchd.blobstore")
 
 _NS = {"s3": "http://s3.amazonaws.com/doc/2006-03-01/"}
 _EMPTY_SHA256 = hashlib.sha256(b"").hexdigest()
@@ -56,10 +61,14 @@ class Uploads:
 
     async def abort_older_than(self, before: float) -> int:
         """Abort every unfinished upload under the prefix begun before ``before``; how many."""
+        credentials = Credentials.from_env()
+        if not credentials.access_key:
+            log.warning("unfinished_uploads_left: no AWS_ACCESS_KEY_ID to sign their listing with")
+            return 0
         aborted = 0
         try:
             async with httpx.AsyncClient(timeout=60) as client:
-                signer = _Signer(Credentials.from_env(), client)
+                signer = _Signer(credentials, client)
                 async for upload in self._unfinished(signer):
                     if upload.initiated < before:
                         await signer.send(
