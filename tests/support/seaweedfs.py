@@ -7,6 +7,7 @@ Its one identity is an admin, so its bucket is created by the first write into i
 
 from __future__ import annotations
 
+import glob
 import json
 import shutil
 import signal
@@ -41,6 +42,7 @@ class S3Server:
     process: subprocess.Popen[bytes]
     endpoint: str
     root: Path
+    ports: list[int]
 
     @property
     def env(self) -> dict[str, str]:
@@ -55,6 +57,9 @@ class S3Server:
     def stop(self) -> None:
         self.process.send_signal(signal.SIGKILL)  # its data is thrown away: no clean shutdown
         self.process.wait()
+        for port in self.ports:  # the Unix sockets it opens beside its ports, in /tmp
+            for socket in glob.glob(f"/tmp/seaweedfs-*-{port}.sock"):
+                Path(socket).unlink(missing_ok=True)
 
 
 def start_s3_server(weed: Path, root: Path, within: float = 60.0) -> S3Server:
@@ -69,7 +74,8 @@ def start_s3_server(weed: Path, root: Path, within: float = 60.0) -> S3Server:
     command += ["-s3.port.iceberg=0", "-s3.port.lance=0"]  # else fixed ports, taken by a peer
     with (root / "weed.log").open("wb") as log:
         process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT)
-    server = S3Server(process, f"http://127.0.0.1:{ports['s3.port']}", root)
+    endpoint = f"http://127.0.0.1:{ports['s3.port']}"
+    server = S3Server(process, endpoint, root, list(ports.values()))
     _wait_until_serving(server, within)
     return server
 
