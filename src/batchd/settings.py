@@ -148,6 +148,7 @@ class Settings(BaseSettings):
     port: int = 8000
     data_dir: Path = Path("batchd-data")
     database_url: str | None = None
+    blob_url: str | None = None
     upstreams: list[UpstreamSettings] = Field(default_factory=list)
     upstream_api_key: str | None = None
     max_concurrency: int = Field(default=64, ge=1)
@@ -208,6 +209,15 @@ class Settings(BaseSettings):
             self.api_keys += read_api_keys_file(self.api_keys_file)
             _check_one_project_per_key(self.api_keys)
         return self
+
+    @field_validator("blob_url")
+    @classmethod
+    def _check_blob_url(cls, value: str | None) -> str | None:
+        if value is not None and not value.startswith(("file:///", "s3://")):
+            raise ValueError(
+                f"{value!r} is not a blob store: give s3://BUCKET/PREFIX or file:///PATH"
+            )
+        return value
 
     @field_validator("completion_windows")
     @classmethod

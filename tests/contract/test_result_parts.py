@@ -1,18 +1,16 @@
-"""Result parts against a real store: output lines are written once to each worker's parts, and
-finalizing puts every line into the output or error file exactly once, whatever was written to a
-part without being counted."""
+"""Result parts against a real store and every blob store: output lines are written once to each
+worker's parts, and finalizing puts every line into the output or error file exactly once,
+whatever was written to a part without being counted."""
 
 from __future__ import annotations
 
 import asyncio
 from collections.abc import Sequence
-from pathlib import Path
 
 import orjson
 import pytest
 
-from batchd.blobstore import BlobStore, open_blobstore
-from batchd.blobstore.local import LocalBlobStore
+from batchd.blobstore import BlobStore
 from batchd.models import Batch, BatchStatus, RequestResult, RequestState
 from batchd.store import SqlStore
 from batchd.worker import finalize as finalize_module
@@ -55,12 +53,15 @@ async def lines_of(store: SqlStore, blobs: BlobStore, file_id: str | None) -> li
     return b"".join([chunk async for chunk in blobs.read(file.blob_key)]).splitlines()
 
 
-def parts_left(root: Path) -> list[Path]:
-    return sorted(root.glob("batches/*/parts/*"))
+async def parts_left(blobs: BlobStore) -> list[str]:
+    return sorted([blob.key async for blob in blobs.list() if "/parts/" in blob.key])
 
 
-async def test_every_line_lands_once_in_its_file(store: SqlStore, tmp_path: Path) -> None:
-    blobs = open_blobstore(tmp_path)
+async def read_blob(blobs: BlobStore, key: str) -> bytes:
+    return b"".join([chunk async for chunk in blobs.read(key)])
+
+
+async def test_every_line_lands_once_in_its_file(store: SqlStore, blobs: BlobStore) -> None:
     batch = await make_running_batch(store, lines=4)
     claims = await store.claim_requests(batch.id, "w", 4, NOW, NOW + LEASE)
     spool = ResultSpool(store, blobs)
@@ -76,12 +77,12 @@ async def test_every_line_lands_once_in_its_file(store: SqlStore, tmp_path: Path
         b'{"line":4}',
     ]
     assert await lines_of(store, blobs, done.error_file_id) == [b'{"line":3}']
-    assert parts_left(tmp_path) == []
+    assert await parts_left(blobs) == []
     assert await store.result_parts(batch.id) == []
 
 
 async def test_large_lines_are_written_on_their_own_and_land_whole(
-    store: SqlStore, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    store: SqlStore, blobs: BlobStore, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """Lines past LARGE_LINE are written apart from their group's small ones (no copy of the
     whole group), and every byte still lands where the store says, in order; past
@@ -90,7 +91,6 @@ async def test_large_lines_are_written_on_their_own_and_land_whole(
     monkeypatch.setattr(spool_module, "KEPT_IN_STORE", 256)
     monkeypatch.setattr(spool_module, "LARGE_LINE", 64)
     monkeypatch.setattr(spool_module, "KEPT_LINE_BYTES", 64)
-    blobs = open_blobstore(tmp_path)
     batch = await make_running_batch(store, lines=6)
     claims = await store.claim_requests(batch.id, "w", 6, NOW, NOW + LEASE)
     sizes = [10, 200, 10, 10, 300, 400]
@@ -112,10 +112,9 @@ def _padded(line: int, size: int) -> bytes:
     return orjson.dumps({"line": line, "pad": "x" * size})
 
 
-async def test_lines_of_a_lost_lease_are_not_copied(store: SqlStore, tmp_path: Path) -> None:
+async def test_lines_of_a_lost_lease_are_not_copied(store: SqlStore, blobs: BlobStore) -> None:
     """A worker whose span was taken over still writes its late answers to its part; they are
     not counted, so that part is read line by line, not copied whole."""
-    blobs = open_blobstore(tmp_path)
     batch = await make_running_batch(store, lines=4)
     a, b = ResultSpool(store, blobs), ResultSpool(store, blobs)
     claims = await store.claim_requests(batch.id, "a", 4, NOW, NOW + LEASE)
@@ -133,11 +132,10 @@ async def test_lines_of_a_lost_lease_are_not_copied(store: SqlStore, tmp_path: P
 
 
 async def test_lines_written_but_never_committed_are_not_copied(
-    store: SqlStore, tmp_path: Path
+    store: SqlStore, blobs: BlobStore
 ) -> None:
     """A worker that stopped between writing a group and committing it leaves the group's lines
     at the end of its part, past what was committed."""
-    blobs = open_blobstore(tmp_path)
     batch = await make_running_batch(store, lines=3)
     claims = await store.claim_requests(batch.id, "a", 3, NOW, NOW + LEASE)
     spool = ResultSpool(store, blobs)
@@ -158,11 +156,10 @@ async def test_lines_written_but_never_committed_are_not_copied(
 
 
 async def test_results_from_before_parts_and_skipped_lines_are_kept(
-    store: SqlStore, tmp_path: Path
+    store: SqlStore, blobs: BlobStore
 ) -> None:
     """Results committed with their line in the store (before the upgrade that brought parts)
     and lines closed as expired go into the files beside the parts."""
-    blobs = open_blobstore(tmp_path)
     batch = await make_running_batch(store, lines=3)
     claims = await store.claim_requests(batch.id, "w", 3, NOW, NOW + LEASE)
     await store.record_results("w", [result(claims[0])])  # the line kept in the store
@@ -178,21 +175,25 @@ async def test_results_from_before_parts_and_skipped_lines_are_kept(
     assert len(errors) == 2
 
 
-class TearsTheSecondWrite(LocalBlobStore):
-    """A disk that writes half of the second write and then refuses it."""
+def tear_the_second_write(blobs: BlobStore, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A store that writes half of the second write and then refuses it."""
+    write_at = blobs.write_at
+    calls = []
 
-    writes = 0
-
-    async def write_at(self, writes: Sequence[tuple[str, int, bytes]]) -> None:
-        self.writes += 1
-        if self.writes == 2:
-            await super().write_at([(key, at, data[: len(data) // 2]) for key, at, data in writes])
+    async def torn(writes: Sequence[tuple[str, int, bytes]]) -> None:
+        calls.append(writes)
+        if len(calls) == 2:
+            await write_at([(key, at, data[: len(data) // 2]) for key, at, data in writes])
             raise OSError("no space left on device")
-        await super().write_at(writes)
+        await write_at(writes)
+
+    monkeypatch.setattr(blobs, "write_at", torn)
 
 
-async def test_a_failed_write_moves_its_group_to_new_parts(store: SqlStore, tmp_path: Path) -> None:
-    blobs = TearsTheSecondWrite(tmp_path)
+async def test_a_failed_write_moves_its_group_to_new_parts(
+    store: SqlStore, blobs: BlobStore, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    tear_the_second_write(blobs, monkeypatch)
     batch = await make_running_batch(store, lines=3)
     claims = await store.claim_requests(batch.id, "w", 3, NOW, NOW + LEASE)
     spool = ResultSpool(store, blobs)
@@ -213,12 +214,11 @@ async def test_a_failed_write_moves_its_group_to_new_parts(store: SqlStore, tmp_
 
 
 async def test_a_late_answer_for_a_finished_batch_does_not_block_commits(
-    store: SqlStore, tmp_path: Path
+    store: SqlStore, blobs: BlobStore
 ) -> None:
     """A worker whose span was taken over may answer after the batch was finished and its parts
     deleted: the write goes to a new part, the commit ignores the answer, and the worker's other
     results still commit."""
-    blobs = open_blobstore(tmp_path)
     batch = await make_running_batch(store, lines=2)
     other = await make_running_batch(store, lines=1)
     late = ResultSpool(store, blobs)
@@ -241,12 +241,11 @@ async def test_a_late_answer_for_a_finished_batch_does_not_block_commits(
 
 
 async def test_parts_forgotten_past_the_limit_are_not_the_groups_own(
-    store: SqlStore, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    store: SqlStore, blobs: BlobStore, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """A worker remembers a bounded number of parts; those of the group being placed are never
     the ones it forgets."""
     monkeypatch.setattr(spool_module, "MAX_OPEN_PARTS", 2)
-    blobs = open_blobstore(tmp_path)
     batches = [await make_running_batch(store, lines=2) for _ in range(3)]
     claims = [await store.claim_requests(b.id, "w", 2, NOW, NOW + LEASE) for b in batches]
     spool = ResultSpool(store, blobs)
@@ -261,12 +260,11 @@ async def test_parts_forgotten_past_the_limit_are_not_the_groups_own(
 
 
 async def test_the_first_lines_of_a_batch_stay_in_the_store(
-    store: SqlStore, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    store: SqlStore, blobs: BlobStore, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """A small batch costs no part; a larger one keeps its first lines in the store and writes
     the rest to parts, and its files hold every line once either way."""
     monkeypatch.setattr(spool_module, "KEPT_IN_STORE", 2)
-    blobs = open_blobstore(tmp_path)
     batch = await make_running_batch(store, lines=5)
     claims = await store.claim_requests(batch.id, "w", 5, NOW, NOW + LEASE)
     spool = ResultSpool(store, blobs)
@@ -284,19 +282,19 @@ async def test_the_first_lines_of_a_batch_stay_in_the_store(
 
 
 async def test_a_deleted_part_ends_the_batch_with_its_lines_as_result_lost(
-    store: SqlStore, tmp_path: Path
+    store: SqlStore, blobs: BlobStore
 ) -> None:
     """A part gone from disk does not hold the batch in finalizing forever: its lines go to the
     error file as result_lost and count as failed; the other lines are copied as always."""
-    blobs = open_blobstore(tmp_path)
     batch = await make_running_batch(store, lines=4)
     claims = await store.claim_requests(batch.id, "w", 4, NOW, NOW + LEASE)
     kept, gone = ResultSpool(store, blobs), ResultSpool(store, blobs)
     await commit(store, kept, "w", [result(claims[0]), result(claims[3], RequestState.FAILED)])
     await commit(store, gone, "w", [result(claims[1]), result(claims[2], RequestState.FAILED)])
-    for path in parts_left(tmp_path):
-        if b'"line":2' in path.read_bytes() or b'"line":3' in path.read_bytes():
-            path.unlink()  # the second worker's parts
+    for key in await parts_left(blobs):
+        data = await read_blob(blobs, key)
+        if b'"line":2' in data or b'"line":3' in data:
+            await blobs.delete(key)  # the second worker's parts
 
     done = await finalize(store, blobs, batch)
 
@@ -310,21 +308,22 @@ async def test_a_deleted_part_ends_the_batch_with_its_lines_as_result_lost(
     ]
     assert [orjson.loads(e)["custom_id"] for e in errors[:2]] == ["req-2", "req-3"]
     assert errors[2] == b'{"line":4}'
-    assert parts_left(tmp_path) == []
+    assert await parts_left(blobs) == []
 
 
 async def test_a_part_cut_short_loses_only_the_lines_past_the_cut(
-    store: SqlStore, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    store: SqlStore, blobs: BlobStore, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """Lines before the cut are copied, once; those it took are result_lost. (Reads of 16
     bytes, so that the cut falls inside a run of lines read together.)"""
     monkeypatch.setattr(finalize_module, "RUN", 16)
-    blobs = open_blobstore(tmp_path)
     batch = await make_running_batch(store, lines=3)
     claims = await store.claim_requests(batch.id, "w", 3, NOW, NOW + LEASE)
     await commit(store, ResultSpool(store, blobs), "w", [result(c) for c in claims])
-    (path,) = parts_left(tmp_path)
-    path.write_bytes(path.read_bytes()[:19])  # line 1 (11 bytes), 8 of line 2 (11)
+    (key,) = await parts_left(blobs)
+    cut = (await read_blob(blobs, key))[:19]  # line 1 (11 bytes), 8 of line 2 (11)
+    await blobs.delete(key)
+    await blobs.write_at([(key, 0, cut)])
 
     done = await finalize(store, blobs, batch)
 

@@ -333,3 +333,14 @@ def test_quotas_default_to_no_limit() -> None:
     assert settings.max_stored_bytes is None
     with pytest.raises(ConfigurationError, match="max_active_batches"):
         load_settings(max_active_batches=0)
+
+
+@pytest.mark.parametrize("url", ["s3://bucket/some/prefix", "s3://bucket", "file:///var/blobs"])
+def test_blob_url_names_a_bucket_or_a_folder(url: str) -> None:
+    assert load_settings(blob_url=url).blob_url == url
+
+
+@pytest.mark.parametrize("url", ["bucket/prefix", "gs://bucket", "file://relative"])
+def test_a_blob_url_of_another_kind_is_refused_at_start(url: str) -> None:
+    with pytest.raises(ConfigurationError, match="not a blob store"):
+        load_settings(blob_url=url)

@@ -9,6 +9,13 @@ from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass
 
 
+def check_key(key: str) -> str:
+    """The key, unless it climbs out of the store's root or is absolute (then ValueError)."""
+    if ".." in key.split("/") or key.startswith("/"):
+        raise ValueError(f"bad blob key {key!r}")
+    return key
+
+
 @dataclass(frozen=True)
 class BlobInfo:
     key: str

@@ -12,7 +12,7 @@ from collections.abc import AsyncIterator, Iterator, Sequence
 from pathlib import Path
 from typing import BinaryIO
 
-from batchd.blobstore.base import BlobInfo, BlobStore, BlobWriter
+from batchd.blobstore.base import BlobInfo, BlobStore, BlobWriter, check_key
 from batchd.errors import BlobNotFound
 
 _WRITE_BUFFER = 1 << 20
@@ -79,9 +79,7 @@ class LocalBlobStore(BlobStore):
         self.root = root
 
     def _path(self, key: str) -> Path:
-        if ".." in key.split("/") or key.startswith("/"):
-            raise ValueError(f"bad blob key {key!r}")
-        return self.root / key
+        return self.root / check_key(key)
 
     def writer(self, key: str) -> BlobWriter:
         return LocalBlobWriter(self._path(key))
