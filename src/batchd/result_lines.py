@@ -36,9 +36,12 @@ def answered_line(
     try:
         _check_utf8(body)
         usage = _answer.decode(body).usage
-    except (msgspec.DecodeError, UnicodeDecodeError) as exc:  # not JSON, or not an object
+    except (msgspec.DecodeError, UnicodeDecodeError, RecursionError) as exc:
+        # Not JSON, not an object, or nested too deep for any reader of the output file.
         if succeeded:
             kind = "UTF-8" if isinstance(exc, UnicodeDecodeError) else "a JSON object"
+            if isinstance(exc, RecursionError):
+                kind = "a JSON object of a depth batchd can read back"
             return _invalid(custom_id, status, f"its body is not {kind}: {_excerpt(body)}")
         usage = None
         body = orjson.dumps(

@@ -9,6 +9,7 @@ import httpx
 import openai
 import pytest
 
+from batchd.api.files import attachment
 from tests.e2e.conftest import Server, ServerFactory
 from tests.e2e.lines import request_line, write_jsonl
 
@@ -54,6 +55,33 @@ def test_content_is_served_as_bytes_not_json(server: Server) -> None:
     assert response.status_code == 200
     assert not response.headers["content-type"].startswith("application/json")
     assert response.content == JSONL
+
+
+@pytest.mark.parametrize(
+    ("name", "header"),
+    [
+        ("a.jsonl", "attachment; filename=\"a.jsonl\"; filename*=UTF-8''a.jsonl"),
+        (
+            "résumé\\.jsonl",
+            "attachment; filename=\"r_sum__.jsonl\"; filename*=UTF-8''r%C3%A9sum%C3%A9%5C.jsonl",
+        ),
+    ],
+)
+def test_content_is_an_attachment_named_as_uploaded(server: Server, name: str, header: str) -> None:
+    """Downloads carry Content-Disposition with the upload's name; a name with non-ASCII
+    letters or a backslash is escaped, never able to break the header."""
+    file_id = _upload(server.client(), name, JSONL)
+
+    response = httpx.get(f"{server.base_url}/files/{file_id}/content")
+
+    assert response.headers["content-disposition"] == header
+
+
+def test_a_quote_in_a_filename_cannot_end_the_header_value() -> None:
+    """The ASCII name replaces quotes and control characters; the exact name is encoded."""
+    assert attachment('a"b\r\n.jsonl') == (
+        "attachment; filename=\"a_b__.jsonl\"; filename*=UTF-8''a%22b%0D%0A.jsonl"
+    )
 
 
 def test_list_pages_with_exact_has_more(server: Server) -> None:

@@ -139,6 +139,15 @@ def test_answered_non_object_body_is_wrapped(body: bytes) -> None:
     assert usage is None
 
 
+def test_a_deeply_nested_error_answer_is_kept_as_its_text() -> None:
+    """A 4xx nested past what a reader can parse is wrapped as text, not a RecursionError."""
+    body = b'{"error": ' + b"[" * 5000 + b"]" * 5000 + b"}"
+    state, line, _ = answered_line("r", 400, None, body)
+
+    assert state is RequestState.FAILED
+    assert assert_line_shape(line)["response"]["body"]["error"]["type"] == "upstream_error"
+
+
 def test_answered_long_text_body_is_truncated() -> None:
     """A huge non-JSON body is cut to 2000 characters in the wrapped message."""
     _, line, _ = answered_line("r", 500, None, b"x" * 10_000)
@@ -153,6 +162,7 @@ def test_answered_long_text_body_is_truncated() -> None:
         (b'{"a": "\x00"}', "is not a JSON object"),  # a raw NUL: not JSON
         (b'{"object": "list", "note": "\xff"}', "is not UTF-8"),
         (b'{"usage": {"prompt_tokens": "\xff"}}', "is not UTF-8"),
+        (b'{"x": ' + b"[" * 5000 + b"]" * 5000 + b"}", "of a depth batchd can read back"),
     ],
 )
 def test_a_2xx_answer_that_cannot_be_kept_fails_its_line(body: bytes, problem: str) -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from contextlib import aclosing
+from urllib.parse import quote
 
 from starlette.requests import Request
 from starlette.responses import Response, StreamingResponse
@@ -146,8 +147,20 @@ async def content(request: Request) -> Response:
     return StreamingResponse(
         chunks,
         media_type="application/octet-stream",
-        headers={"content-length": str(file.bytes)},
+        headers={
+            "content-length": str(file.bytes),
+            "content-disposition": attachment(file.filename),
+        },
     )
+
+
+def attachment(filename: str) -> str:
+    """``Content-Disposition`` naming the file (RFC 6266): an ASCII ``filename`` with anything
+    that could break the header replaced, and the exact name in ``filename*``."""
+    plain = "".join(
+        c if c.isascii() and c.isprintable() and c not in '"\\' else "_" for c in filename
+    )
+    return f"attachment; filename=\"{plain}\"; filename*=UTF-8''{quote(filename, safe='')}"
 
 
 routes = [
