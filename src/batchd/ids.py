@@ -48,3 +48,11 @@ def request_id() -> str:
 
 def worker_id() -> str:
     return "wrk_" + _random(12)
+
+
+def event_id() -> str:
+    return "evt_" + _random(24)
+
+
+def webhook_endpoint_id() -> str:
+    return "we_" + _random(24)

@@ -4,12 +4,13 @@ from __future__ import annotations
 
 from starlette.routing import BaseRoute
 
-from batchd.api import batches, files, health, models, upstreams
+from batchd.api import batches, files, health, models, upstreams, webhooks
 
 routes: list[BaseRoute] = [
     *files.routes,
     *batches.routes,
     *models.routes,
     *upstreams.routes,
+    *webhooks.routes,
     *health.routes,
 ]

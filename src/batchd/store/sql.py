@@ -27,6 +27,7 @@ from batchd.models import (
 )
 from batchd.store.base import Connection, Database, Page, Row
 from batchd.store.idempotency import IdempotencyStore, remember
+from batchd.store.webhooks import WebhookStore, record_event
 
 _FILE_COLUMNS = "id, project, purpose, filename, bytes, created_at, expires_at, blob_key"
 _LINE_COLUMNS = "line, custom_id, byte_offset, byte_length"  # what a claim hands out
@@ -58,6 +59,7 @@ class SqlStore:
     def __init__(self, db: Database) -> None:
         self.db = db
         self.idempotency = IdempotencyStore(db)
+        self.webhooks = WebhookStore(db)
 
     async def close(self) -> None:
         await self.db.close()
@@ -291,17 +293,20 @@ class SqlStore:
         """The input is bad: ``failed`` with every reason (``cancelled`` if cancelled meanwhile)."""
         async with self.db.transaction() as conn:
             await _forget_lines(conn, batch_id)
-            await conn.execute(
+            ended = await conn.fetch(
                 "UPDATE batches SET errors = $1, "
                 "failed_at = CASE WHEN status = 'validating' THEN $2 ELSE failed_at END, "
                 "cancelled_at = CASE WHEN status = 'cancelling' THEN $2 ELSE cancelled_at END, "
                 "status = CASE WHEN status = 'cancelling' THEN 'cancelled' ELSE 'failed' END, "
-                "lease_owner = NULL, lease_until = NULL WHERE id = $3 AND lease_owner = $4",
+                "lease_owner = NULL, lease_until = NULL WHERE id = $3 AND lease_owner = $4 "
+                "RETURNING status",
                 orjson.dumps([e.__dict__ for e in errors]).decode(),
                 now,
                 batch_id,
                 owner,
             )
+            if ended:
+                await record_event(conn, batch_id, f"batch.{ended[0]['status']}", now)
 
     # -- the worker: requests ----------------------------------------------------------------
 
@@ -789,6 +794,7 @@ class SqlStore:
                 batch_id,
                 lost_successes,
             )
+            await record_event(conn, batch_id, f"batch.{status.value}", now)
         return True
 
     async def drop_lines(self, batch_id: str) -> None:
