@@ -44,9 +44,14 @@ class Receiver:
     """An HTTP server on 127.0.0.1 that records each POST and answers the next status of
     ``statuses`` (200 once they run out)."""
 
-    def __init__(self, port: int | None = None, statuses: list[int] | None = None) -> None:
+    def __init__(
+        self, port: int | None = None, statuses: list[int] | None = None, *, hang: bool = False
+    ) -> None:
         self.port = port or free_port()
         self.statuses = list(statuses or [])
+        self.released = threading.Event()  # a hanging receiver answers once this is set
+        if not hang:
+            self.released.set()
         self.received: list[Received] = []
         self._changed = threading.Condition()
         self._server: ThreadingHTTPServer | None = None
@@ -65,6 +70,7 @@ class Receiver:
                     receiver.received.append(Received(body, dict(self.headers.items())))
                     status = receiver.statuses.pop(0) if receiver.statuses else 200
                     receiver._changed.notify_all()
+                receiver.released.wait()
                 self.send_response(status)
                 self.send_header("content-length", "0")
                 self.end_headers()
@@ -77,6 +83,7 @@ class Receiver:
         return self
 
     def stop(self) -> None:
+        self.released.set()
         if self._server is not None:
             self._server.shutdown()
             self._server.server_close()
@@ -185,6 +192,25 @@ def test_a_failing_receiver_gets_the_event_on_a_later_try(
     assert len({r.headers["webhook-id"] for r in received}) == 1
     assert unwrap(client, received[-1], secret).data.id == done.id
     assert hooks_server.log().count("webhook_failed") == 2
+
+
+def test_a_hanging_receiver_delays_only_its_own_deliveries(
+    start_server: ServerFactory, receivers: list[Receiver], tmp_path: Path
+) -> None:
+    """While one endpoint never answers, the batch ends and the other endpoint gets its event;
+    the hanging one's try times out and is tried again."""
+    hanging, answering = Receiver(hang=True).start(), Receiver().start()
+    receivers.extend([hanging, answering])
+    server = start_server(extra_env={**FAST_WEBHOOKS, "BATCHD_WEBHOOK_TIMEOUT": "1"})
+    client = server.client()
+    subscribe(client, hanging)
+    subscribe(client, answering)
+
+    run_batch(client, tmp_path)
+
+    answering.wait_for(1)
+    hanging.wait_for(2)  # the first try timed out
+    assert '"status":"timeout"' in server.log()
 
 
 def test_an_event_survives_kill_9(

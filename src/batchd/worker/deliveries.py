@@ -89,6 +89,9 @@ class Deliveries:
     def _sent(self, task: asyncio.Task[None]) -> None:
         self._sending.discard(task)
         self._wake.set()  # a slot is free
+        if not task.cancelled() and task.exception() is not None:
+            # A bug: the delivery's lease runs out and it is tried again.
+            log.error("webhook_send_crashed", exc_info=task.exception())
 
     async def _pause(self) -> None:
         with contextlib.suppress(TimeoutError):
