@@ -66,6 +66,11 @@ class Deliveries:
                     task.cancel()  # their leases run out; they are sent again then
                 await asyncio.gather(*self._sending, return_exceptions=True)
 
+    async def drain(self, client: httpx.AsyncClient) -> None:
+        """Fan out and send everything due now, wait for the sends, and return (for tests)."""
+        while await self._step(client):
+            await asyncio.gather(*self._sending, return_exceptions=True)
+
     async def _step(self, client: httpx.AsyncClient) -> bool:
         """Fan out and start the sends that are due; whether there was anything to do."""
         self._wake.clear()
