@@ -8,6 +8,7 @@ metadata store (signing needs it), and shown in full only when made (create, rot
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import hashlib
 import hmac
@@ -239,11 +240,12 @@ class Webhooks:
         event_id = ids.event_id()
         body = event_body(event_id, event_type, ids.batch_id(), now)
         try:
-            async with httpx.AsyncClient(timeout=self._timeout) as client:
+            async with asyncio.timeout(self._timeout), httpx.AsyncClient() as client:
                 return await post_event(client, endpoint, event_id, body, now)
-        except DeliveryFailed as exc:
+        except (DeliveryFailed, TimeoutError) as exc:
             raise InvalidRequest(
-                f"The test event could not be delivered to {endpoint.url}: {exc}",
+                f"The test event could not be delivered to {endpoint.url}: "
+                f"{exc or 'no answer within webhook_timeout'}",
                 code="webhook_delivery_failed",
             ) from exc
 

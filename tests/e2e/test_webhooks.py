@@ -319,6 +319,10 @@ def test_the_endpoint_api_answers_openais_shapes(hooks_server: Server, receiver:
     ]
     _shaped(http.delete(one), DeletedWebhookEndpoint)
     http.close()
+    nobody = subscribe(client, Receiver())  # nothing listens there
+    with pytest.raises(openai.BadRequestError) as raised:
+        client.webhooks.test(nobody.id, event_type="batch.completed")
+    assert raised.value.code == "webhook_delivery_failed"
 
 
 BAD_ENDPOINTS = [
