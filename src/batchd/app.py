@@ -23,6 +23,7 @@ from batchd.metrics import Metrics
 from batchd.settings import Settings
 from batchd.store import open_store
 from batchd.upstreams import build_upstreams
+from batchd.webhooks import Webhooks
 from batchd.worker import Worker
 
 log = logging.getLogger("batchd")
@@ -58,6 +59,7 @@ def create_app(
         app.state.worker, app.state.clock, app.state.settings = worker, clock, settings
         app.state.files = Files(settings, store, blobs, clock)
         app.state.catalog = Catalog(router, clock)
+        app.state.webhooks = Webhooks(store, clock, settings.webhook_timeout)
         app.state.batches = Batches(
             settings, store, blobs, clock, on_change=worker.notify if worker else lambda: None
         )

@@ -52,3 +52,11 @@ def worker_id() -> str:
 
 def key_id() -> str:
     return "key_" + _random(16)
+
+
+def event_id() -> str:
+    return "evt_" + _random(24)
+
+
+def webhook_endpoint_id() -> str:
+    return "we_" + _random(24)

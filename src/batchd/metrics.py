@@ -19,7 +19,7 @@ from collections.abc import Iterable, Iterator
 from itertools import accumulate
 
 from aiohttp import web
-from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Gauge
+from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Gauge
 from prometheus_client.exposition import generate_latest
 from prometheus_client.metrics_core import (
     CounterMetricFamily,
@@ -78,6 +78,13 @@ class Metrics:
         self.lines_waiting = Gauge(
             "batchd_lines_waiting",
             "Lines of running batches neither finished nor claimed: waiting to be sent or retried.",
+            registry=self.registry,
+        )
+        self.webhook_deliveries = Counter(
+            "batchd_webhook_deliveries",
+            "Webhook deliveries tried by this process, by outcome: delivered (a 2xx answer), "
+            "failed (to be tried again), gave_up (a day after the event).",
+            ["outcome"],
             registry=self.registry,
         )
 

@@ -264,3 +264,32 @@ def _merge(name: str, seen: list[UpstreamStatus]) -> UpstreamStatus:
         lines_waiting=sum(status.lines_waiting for status in seen),
         batches=max(status.batches for status in seen),
     )
+
+
+@dataclass(frozen=True)
+class WebhookEndpoint:
+    """Where a project's events go, and the secret that signs them (``old_secret`` too until
+    ``old_secret_until``, after a rotation that keeps it)."""
+
+    id: str
+    project: str
+    name: str
+    url: str
+    event_types: tuple[str, ...]
+    secret: str
+    created_at: int
+    updated_at: int
+    old_secret: str | None = None
+    old_secret_until: int | None = None
+
+
+@dataclass(frozen=True)
+class WebhookDelivery:
+    """One event owed to one endpoint, as a worker claimed it (with the endpoint as it is now)."""
+
+    event_id: str
+    type: str
+    batch_id: str
+    created_at: int
+    attempts: int
+    endpoint: WebhookEndpoint

@@ -183,6 +183,9 @@ class Settings(BaseSettings):
     log_level: str = "info"
     log_format: Literal["auto", "json", "text"] = "auto"
     metrics_port: int | None = Field(default=None, ge=1, le=65535)
+    webhook_timeout: float = Field(default=10.0, gt=0)
+    webhook_retry_base_delay: float = Field(default=5.0, gt=0)
+    webhook_retry_max_delay: float = Field(default=3600.0, gt=0)
 
     @field_validator("upstreams", mode="before")
     @classmethod

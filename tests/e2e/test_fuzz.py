@@ -149,6 +149,9 @@ def test_schemathesis_finds_nothing(server: Server, tmp_path: Path) -> None:
         "1",
         "--generation-database",
         "none",
+        # Webhook endpoints make batchd send HTTP to the URLs given: never to random hosts.
+        "--exclude-path-regex",
+        "webhook",
     ]
     done = subprocess.run(
         command, cwd=tmp_path, capture_output=True, text=True, timeout=240, check=False

@@ -28,6 +28,7 @@ from batchd.models import (
     BatchStatus,
 )
 from batchd.text import MAX_FILENAME, MAX_ID
+from batchd.webhooks import EVENT_TYPES
 
 JSON = dict[str, Any]
 
@@ -68,6 +69,7 @@ def document(completion_windows: Sequence[str]) -> JSON:
             **_files_paths(),
             **_batches_paths(),
             **_models_paths(),
+            **_webhooks_paths(),
             **_operator_paths(),
         },
         "components": {
@@ -335,6 +337,80 @@ def _models_paths() -> JSON:
     }
 
 
+def _webhooks_paths() -> JSON:
+    """OpenAI's webhook endpoints. Their bodies are described loosely (``additionalProperties``):
+    the use cases check them; the fuzz run leaves these out, as they send HTTP to given URLs."""
+    one = [_id_parameter("webhook_endpoint_id")]
+    body = {"required": True, "content": {"application/json": {"schema": {"type": "object"}}}}
+    endpoint, with_secret = _json(_ref("WebhookEndpoint")), _json(_ref("WebhookEndpointSecret"))
+    return {
+        "/v1/webhook_endpoints": {
+            "post": _operation(
+                "createWebhookEndpoint", "Add an endpoint.", with_secret, 400, requestBody=body
+            ),
+            "get": _operation(
+                "listWebhookEndpoints",
+                "The project's endpoints.",
+                _json(_list_page("WebhookEndpoint")),
+                400,
+                parameters=[_AFTER, _limit(20, 100)],
+            ),
+        },
+        "/v1/webhook_endpoints/{webhook_endpoint_id}": {
+            "parameters": one,
+            "get": _operation("retrieveWebhookEndpoint", "An endpoint.", endpoint, 404),
+            "post": _operation(
+                "updateWebhookEndpoint", "Change an endpoint.", endpoint, 400, 404, requestBody=body
+            ),
+            "delete": _operation(
+                "deleteWebhookEndpoint",
+                "Remove an endpoint.",
+                _json(
+                    _object(
+                        {
+                            "id": {"type": "string"},
+                            "object": {"const": "webhook_endpoint.deleted"},
+                            "deleted": {"const": True},
+                        }
+                    )
+                ),
+                404,
+            ),
+        },
+        "/v1/webhook_endpoints/{webhook_endpoint_id}/rotate_secret": {
+            "parameters": one,
+            "post": _operation(
+                "rotateWebhookSecret", "A new signing secret.", with_secret, 400, 404
+            ),
+        },
+        "/v1/webhook_endpoints/{webhook_endpoint_id}/test": {
+            "parameters": one,
+            "post": _operation(
+                "testWebhookEndpoint",
+                "Send a test event now.",
+                _json({"type": "object"}),
+                400,
+                404,
+                requestBody=body,
+            ),
+        },
+        "/v1/webhook_event_types": {
+            "get": _operation(
+                "listWebhookEventTypes",
+                "The event types batchd sends.",
+                _json(
+                    _object(
+                        {
+                            "object": {"const": "list"},
+                            "data": {"type": "array", "items": {"enum": list(EVENT_TYPES)}},
+                        }
+                    )
+                ),
+            )
+        },
+    }
+
+
 def _operator_paths() -> JSON:
     """Outside ``/v1``, so outside auth."""
     status = _json(_ref("Status"))
@@ -402,8 +478,24 @@ def _schemas(completion_windows: Sequence[str]) -> JSON:
         "ModelList": _object(
             {"object": {"const": "list"}, "data": {"type": "array", "items": _ref("Model")}}
         ),
+        "WebhookEndpoint": _object(_WEBHOOK_ENDPOINT),
+        "WebhookEndpointSecret": _object(
+            {**_WEBHOOK_ENDPOINT, "signing_secret": {"type": "string"}}
+        ),
         "Status": _object({"status": {"const": "ok"}}),
     }
+
+
+_WEBHOOK_ENDPOINT = {
+    "id": {"type": "string"},
+    "object": {"const": "webhook_endpoint"},
+    "created_at": {"type": "integer"},
+    "updated_at": {"type": "integer"},
+    "name": {"type": "string"},
+    "url": {"type": "string"},
+    "event_types": {"type": "array", "items": {"enum": list(EVENT_TYPES)}},
+    "signing_secret_hint": {"type": "string"},
+}
 
 
 def _error_schema() -> JSON:

@@ -30,6 +30,7 @@ from batchd.store.base import status_list as _statuses
 from batchd.store.idempotency import IdempotencyStore, remember
 from batchd.store.keys import KeyStore
 from batchd.store.usage import UsageStore
+from batchd.store.webhooks import WebhookStore, record_event
 
 _FILE_COLUMNS = "id, project, purpose, filename, bytes, created_at, expires_at, blob_key"
 _LINE_COLUMNS = "line, custom_id, byte_offset, byte_length"  # what a claim hands out
@@ -63,6 +64,7 @@ class SqlStore:
         self.idempotency = IdempotencyStore(db)
         self.keys = KeyStore(db)
         self.usage = UsageStore(db)
+        self.webhooks = WebhookStore(db)
 
     async def close(self) -> None:
         await self.db.close()
@@ -296,17 +298,20 @@ class SqlStore:
         """The input is bad: ``failed`` with every reason (``cancelled`` if cancelled meanwhile)."""
         async with self.db.transaction() as conn:
             await _forget_lines(conn, batch_id)
-            await conn.execute(
+            ended = await conn.fetch(
                 "UPDATE batches SET errors = $1, "
                 "failed_at = CASE WHEN status = 'validating' THEN $2 ELSE failed_at END, "
                 "cancelled_at = CASE WHEN status = 'cancelling' THEN $2 ELSE cancelled_at END, "
                 "status = CASE WHEN status = 'cancelling' THEN 'cancelled' ELSE 'failed' END, "
-                "lease_owner = NULL, lease_until = NULL WHERE id = $3 AND lease_owner = $4",
+                "lease_owner = NULL, lease_until = NULL WHERE id = $3 AND lease_owner = $4 "
+                "RETURNING status",
                 orjson.dumps([e.__dict__ for e in errors]).decode(),
                 now,
                 batch_id,
                 owner,
             )
+            if ended:
+                await record_event(conn, batch_id, f"batch.{ended[0]['status']}", now)
 
     # -- the worker: requests ----------------------------------------------------------------
 
@@ -794,6 +799,7 @@ class SqlStore:
                 batch_id,
                 lost_successes,
             )
+            await record_event(conn, batch_id, f"batch.{status.value}", now)
         return True
 
     async def drop_lines(self, batch_id: str) -> None:

@@ -23,7 +23,9 @@ from batchd.orphans import GRACE, collect_orphans
 from batchd.settings import Settings
 from batchd.store import SqlStore
 from batchd.upstreams import UpstreamRouter
+from batchd.webhooks import DeliveryPolicy
 from batchd.worker.commits import GroupCommitter
+from batchd.worker.deliveries import Deliveries
 from batchd.worker.dispatch import Dispatcher
 from batchd.worker.finalize import Finalizer, drop_lines
 from batchd.worker.ingest import Ingest
@@ -44,7 +46,8 @@ class Worker:
     - ``leases``: renewing the leases of what this worker holds;
     - ``housekeeping``: expiry, blobs nothing refers to (``orphans.py``) and idempotency keys
       past their day (both hourly), and lines a stopped worker left of finished batches;
-    - ``upstreams``: each upstream's state, to the log and the store (``GET /v1/upstreams``).
+    - ``upstreams``: each upstream's state, to the log and the store (``GET /v1/upstreams``);
+    - ``deliveries``: webhook events, from the store's outbox to their endpoints.
 
     ``on_fatal`` is called once a task keeps failing: the process is to exit non-zero.
     """
@@ -93,6 +96,15 @@ class Worker:
         self._reporter = UpstreamReporter(
             store, self.id, self.dispatchers, self._clock, settings.lease_seconds
         )
+        self._deliveries = Deliveries(
+            store,
+            self.id,
+            self._clock,
+            DeliveryPolicy(settings.webhook_retry_base_delay, settings.webhook_retry_max_delay),
+            timeout=settings.webhook_timeout,
+            poll_interval=settings.poll_interval,
+            metrics=self.metrics,
+        )
         self._metrics_server = (
             MetricsServer(self.metrics, store, settings.host, settings.metrics_port)
             if settings.metrics_port is not None
@@ -125,6 +137,7 @@ class Worker:
         spawn("leases", self._renew_leases)
         spawn("housekeeping", self._housekeeping)
         spawn("upstreams", lambda: self._reporter.run(self._stopping))
+        spawn("deliveries", lambda: self._deliveries.run(self._stopping))
         for dispatcher in self.dispatchers:
             dispatcher.start(self.supervisor)
 
@@ -188,6 +201,7 @@ class Worker:
         done = await self._store.get_batch(batch.id)
         if done is not None and done.status in TERMINAL:
             log_status(done)
+            self._deliveries.wake()
         return True
 
     async def _log_validated(self, batch_id: str) -> None:
@@ -200,6 +214,7 @@ class Worker:
             log_status(replace(batch, status=BatchStatus.IN_PROGRESS))
         elif batch.status in (BatchStatus.FAILED, BatchStatus.CANCELLED):
             log_status(batch)
+            self._deliveries.wake()
 
     async def _hold(
         self, batch: Batch, phase: Callable[[Batch, str, int], Awaitable[object]]
