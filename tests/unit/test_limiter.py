@@ -107,15 +107,15 @@ def test_the_limit_never_falls_below_one(clock: FakeClock) -> None:
 
 
 def test_rising_latency_backs_off_before_any_429(clock: FakeClock) -> None:
-    """Answers that grow slower than the floor by more than the tolerance shrink the limit,
-    in proportion; no refusal needed."""
+    """Answers slower than the floor by more than the tolerance shrink the limit in proportion
+    (floor / mean), no refusal needed; slower within the tolerance, it grows."""
     limiter = make_limiter(clock)
     window(limiter, clock)
     window(limiter, clock)  # 32, floor 50 ms
-    window(limiter, clock, latency=3 * FAST)  # queueing: times 1.5 / 3, a half
-    assert limiter.limit == 16
-    window(limiter, clock, latency=1.2 * FAST)  # within the tolerance: +1, additively
-    assert limiter.limit == 17
+    window(limiter, clock, latency=1.6 * FAST)  # queueing: back to where it did not
+    assert limiter.limit == 20
+    window(limiter, clock, latency=1.4 * FAST)  # within the tolerance: +1, additively
+    assert limiter.limit == 21
 
 
 def test_answers_that_are_not_about_load_leave_the_limit_alone(clock: FakeClock) -> None:

@@ -7,11 +7,14 @@ Gradient2 use):
 - **slow start**: from ``INITIAL_LIMIT`` the limit doubles each window (one window: as many
   successful answers as the limit, about one round trip) until the first sign of load;
 - **additive increase**: then +1 a window, while the window's mean latency stays within
-  ``TOLERANCE`` of the floor (the least latency seen lately) and the limit was reached in it
-  (a limit the senders do not use says nothing about the server);
+  ``TOLERANCE`` of the floor (the least window mean seen lately: a mean, not one request's
+  latency, since one short answer says little about a server answering long ones) and the limit
+  was reached in it (a limit the senders do not use says nothing about the server);
 - **latency decrease**: a window slower than that shows requests queueing in the server, before
-  it refuses any: the limit is scaled by ``TOLERANCE * floor / mean`` (``MIN_GRADIENT`` at
-  least);
+  it refuses any: the limit is scaled by ``floor / mean`` (by ``MIN_GRADIENT`` at most), back
+  to where it did not queue; it then climbs again, one a window. The sawtooth stays between the
+  server's knee (where latency starts to grow) and ``TOLERANCE`` times it, and each time it
+  comes down the floor is measured again;
 - **multiplicative decrease**: a 429, 503 or 504 answer or a timeout halves it
   (``OVERLOAD_DECREASE``), once a round trip: answers to requests sent before the last decrease
   are the same burst and move it no further.
@@ -35,10 +38,12 @@ INITIAL_LIMIT = 8
 OVERLOAD_DECREASE = 0.5
 """The limit is multiplied by this on a 429, 503, 504 or timeout."""
 TOLERANCE = 1.5
-"""A window's mean latency up to this many times the floor is no sign of queueing."""
+"""A window's mean latency up to this many times the floor is no sign of queueing: a server
+whose throughput still grows while its latency does (a GPU's batch filling up) is pushed this
+far."""
 MIN_GRADIENT = 0.5
 """The most one slow window takes off the limit: half."""
-FLOOR_DRIFT = 1.02
+FLOOR_DRIFT = 1.005
 """Each window the floor rises by this much unless seen again: a server that really became
 slower (longer prompts, another model) is not held to a latency it no longer has."""
 OVERLOAD_STATUSES = frozenset({429, 503, 504})
@@ -69,9 +74,8 @@ class ConcurrencyLimiter:
         self._last_decrease = -math.inf
         self._room = asyncio.Event()
         self._stopped = False
-        self._count = 0  # the current window's successful answers, their latencies' sum and least
+        self._count = 0  # the current window's successful answers and their latencies' sum
         self._sum = 0.0
-        self._min = math.inf
         self._reached = False  # whether every slot was taken during it
         self._new_window()
         on_change(self.limit)
@@ -128,18 +132,16 @@ class ConcurrencyLimiter:
             return  # it measured the load before the last decrease
         self._count += 1
         self._sum += latency
-        self._min = min(self._min, latency)
         if self._count >= self.limit:
             self._end_window()
 
     def _end_window(self) -> None:
-        mean, least, reached = self._sum / self._count, self._min, self._reached
-        floor = least if self._floor is None else min(self._floor * FLOOR_DRIFT, least)
+        mean, reached = self._sum / self._count, self._reached
+        floor = mean if self._floor is None else min(self._floor * FLOOR_DRIFT, mean)
         self._floor = floor
-        gradient = TOLERANCE * floor / mean if mean > 0 else 1.0
         self._new_window()
-        if gradient < 1.0:
-            self._decrease(self._limit * max(MIN_GRADIENT, gradient), "queueing")
+        if mean > TOLERANCE * floor:
+            self._decrease(self._limit * max(MIN_GRADIENT, floor / mean), "queueing")
         elif reached:
             grown = self._limit * 2 if self._slow_start else self._limit + 1
             self._set(min(float(self.ceiling), grown), "room")
@@ -166,5 +168,4 @@ class ConcurrencyLimiter:
     def _new_window(self) -> None:
         self._count = 0
         self._sum = 0.0
-        self._min = math.inf
         self._reached = self.in_use >= self.limit
