@@ -279,3 +279,17 @@ def test_an_upstream_that_is_not_an_http_url_is_refused_at_start(url: str) -> No
 @pytest.mark.parametrize("url", ["http://127.0.0.1:8000/v1", "https://api.openai.com/v1"])
 def test_http_and_https_upstreams_are_accepted(url: str) -> None:
     assert load_settings(upstreams=[url]).upstreams[0].url == url
+
+
+def test_adaptive_concurrency_is_global_with_an_override_per_upstream(tmp_path: Path) -> None:
+    """adaptive_concurrency applies to every HTTP upstream that sets none of its own."""
+    text = """
+adaptive_concurrency = true
+upstreams = [
+    "http://inherits:8000/v1",
+    { url = "http://fixed:8000/v1", adaptive_concurrency = false },
+]
+"""
+    inherits, fixed = load_settings(write_config(tmp_path, text)).upstreams
+    assert (inherits.adaptive_concurrency, fixed.adaptive_concurrency) == (True, False)
+    assert load_settings(upstreams=["http://u:8000/v1"]).upstreams[0].adaptive_concurrency is False
