@@ -157,3 +157,15 @@ async def test_stopping_lets_waiting_senders_through(clock: FakeClock) -> None:
     await asyncio.sleep(0)
     limiter.stop()
     await waiting
+
+
+def test_a_server_that_became_slower_is_the_new_floor_once_down_to_one(clock: FakeClock) -> None:
+    """Answers that stay slow with a single request out are the server's own latency now, not
+    a queue batchd made: that becomes the floor, and the limit slow-starts from there."""
+    limiter = make_limiter(clock)
+    window(limiter, clock)  # 16, floor 50 ms
+    seen = []
+    for _ in range(6):
+        window(limiter, clock, latency=10 * FAST)
+        seen.append(limiter.limit)
+    assert seen == [8, 4, 2, 1, 1, 2]

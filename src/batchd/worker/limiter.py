@@ -14,7 +14,8 @@ Gradient2 use):
   it refuses any: the limit is scaled by ``floor / mean`` (by ``MIN_GRADIENT`` at most), back
   to where it did not queue; it then climbs again, one a window. The sawtooth stays between the
   server's knee (where latency starts to grow) and ``TOLERANCE`` times it, and each time it
-  comes down the floor is measured again;
+  comes down the floor is measured again. Down to 1 and still slow, the server itself has
+  become slower (longer answers, another tenant): that is the new floor, and slow start again;
 - **multiplicative decrease**: a 429, 503 or 504 answer or a timeout halves it
   (``OVERLOAD_DECREASE``), once a round trip: answers to requests sent before the last decrease
   are the same burst and move it no further.
@@ -140,7 +141,9 @@ class ConcurrencyLimiter:
         floor = mean if self._floor is None else min(self._floor * FLOOR_DRIFT, mean)
         self._floor = floor
         self._new_window()
-        if mean > TOLERANCE * floor:
+        if mean > TOLERANCE * floor and self.limit == 1:
+            self._floor, self._slow_start = mean, True  # alone, and still slow: the server is
+        elif mean > TOLERANCE * floor:
             self._decrease(self._limit * max(MIN_GRADIENT, floor / mean), "queueing")
         elif reached:
             grown = self._limit * 2 if self._slow_start else self._limit + 1
