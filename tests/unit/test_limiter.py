@@ -112,10 +112,10 @@ def test_rising_latency_backs_off_before_any_429(clock: FakeClock) -> None:
     limiter = make_limiter(clock)
     window(limiter, clock)
     window(limiter, clock)  # 32, floor 50 ms
-    window(limiter, clock, latency=1.6 * FAST)  # queueing: back to where it did not
-    assert limiter.limit == 20
-    window(limiter, clock, latency=1.4 * FAST)  # within the tolerance: +1, additively
-    assert limiter.limit == 21
+    window(limiter, clock, latency=2 * FAST)  # queueing: back to where it did not
+    assert limiter.limit == 16
+    window(limiter, clock, latency=1.6 * FAST)  # within the tolerance and slack: +1
+    assert limiter.limit == 17
 
 
 def test_answers_that_are_not_about_load_leave_the_limit_alone(clock: FakeClock) -> None:
@@ -169,3 +169,22 @@ def test_a_server_that_became_slower_is_the_new_floor_once_down_to_one(clock: Fa
         window(limiter, clock, latency=10 * FAST)
         seen.append(limiter.limit)
     assert seen == [8, 4, 2, 1, 1, 2]
+
+
+@pytest.mark.anyio
+async def test_a_freed_slot_wakes_the_sender_waiting_longest_and_only_it(
+    clock: FakeClock,
+) -> None:
+    """Slots go to waiting senders in order, one each; a sender cancelled while waiting gives
+    up its place."""
+    limiter = make_limiter(clock, ceiling=1)
+    await limiter.acquire()
+    first, gone, last = (asyncio.ensure_future(limiter.acquire()) for _ in range(3))
+    await asyncio.sleep(0)
+    gone.cancel()
+    limiter.release()
+    await asyncio.sleep(0)
+    assert (first.done(), last.done()) == (True, False)
+    limiter.release()
+    await last
+    assert limiter.in_use == 1

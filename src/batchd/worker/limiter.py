@@ -7,9 +7,10 @@ Gradient2 use):
 - **slow start**: from ``INITIAL_LIMIT`` the limit doubles each window (one window: as many
   successful answers as the limit, about one round trip) until the first sign of load;
 - **additive increase**: then +1 a window, while the window's mean latency stays within
-  ``TOLERANCE`` of the floor (the least window mean seen lately: a mean, not one request's
-  latency, since one short answer says little about a server answering long ones) and the limit
-  was reached in it (a limit the senders do not use says nothing about the server);
+  ``TOLERANCE`` times the floor plus ``SLACK`` (the floor: the least window mean seen lately; a
+  mean, not one request's latency, since one short answer says little about a server answering
+  long ones) and the limit was reached in it (a limit the senders do not use says nothing about
+  the server);
 - **latency decrease**: a window slower than that shows requests queueing in the server, before
   it refuses any: the limit is scaled by ``floor / mean`` (by ``MIN_GRADIENT`` at most), back
   to where it did not queue; it then climbs again, one a window. The sawtooth stays between the
@@ -30,6 +31,7 @@ import asyncio
 import logging
 import math
 import time
+from collections import deque
 from collections.abc import Callable
 
 log = logging.getLogger("batchd.worker")
@@ -42,6 +44,10 @@ TOLERANCE = 1.5
 """A window's mean latency up to this many times the floor is no sign of queueing: a server
 whose throughput still grows while its latency does (a GPU's batch filling up) is pushed this
 far."""
+SLACK = 0.010
+"""Seconds of latency over ``TOLERANCE`` times the floor that still are no sign of queueing:
+against a server that answers in a millisecond, batchd's own event loop is what moves the
+latency, and backing off would only slow batchd down."""
 MIN_GRADIENT = 0.5
 """The most one slow window takes off the limit: half."""
 FLOOR_DRIFT = 1.005
@@ -73,7 +79,7 @@ class ConcurrencyLimiter:
         self._slow_start = True
         self._floor: float | None = None
         self._last_decrease = -math.inf
-        self._room = asyncio.Event()
+        self._waiters: deque[asyncio.Future[None]] = deque()  # senders waiting, first first
         self._stopped = False
         self._count = 0  # the current window's successful answers and their latencies' sum
         self._sum = 0.0
@@ -98,20 +104,37 @@ class ConcurrencyLimiter:
         return True
 
     async def acquire(self) -> None:
-        """Wait for a slot (at once once stopped: the sender is to see that and end)."""
-        while not self.try_acquire():
-            self._room.clear()
-            await self._room.wait()
+        """Wait for a slot (at once once stopped: the sender is to see that and end). A slot
+        freed is handed to the first sender waiting, and wakes only that one."""
+        if not self._waiters and self.try_acquire():
+            return
+        self._reached = True
+        waiter = asyncio.get_running_loop().create_future()
+        self._waiters.append(waiter)
+        try:
+            await waiter
+        except asyncio.CancelledError:
+            if waiter.done() and not waiter.cancelled():
+                self.release()  # handed a slot, then cancelled: give it on
+            else:
+                self._waiters.remove(waiter)
+            raise
 
     def release(self) -> None:
         self.in_use -= 1
-        if self.in_use < self.limit:
-            self._room.set()
+        self._hand_on()
 
     def stop(self) -> None:
         """Let every waiting sender through: the dispatcher is stopping."""
         self._stopped = True
-        self._room.set()
+        self._hand_on()
+
+    def _hand_on(self) -> None:
+        """Hand the free slots to the senders waiting longest."""
+        waiters = self._waiters
+        while waiters and (self.in_use < self.limit or self._stopped):
+            self.in_use += 1
+            waiters.popleft().set_result(None)
 
     # ---------------------------------------------------------------- the policy
 
@@ -141,9 +164,10 @@ class ConcurrencyLimiter:
         floor = mean if self._floor is None else min(self._floor * FLOOR_DRIFT, mean)
         self._floor = floor
         self._new_window()
-        if mean > TOLERANCE * floor and self.limit == 1:
+        queueing = mean > TOLERANCE * floor + SLACK
+        if queueing and self.limit == 1:
             self._floor, self._slow_start = mean, True  # alone, and still slow: the server is
-        elif mean > TOLERANCE * floor:
+        elif queueing:
             self._decrease(self._limit * max(MIN_GRADIENT, floor / mean), "queueing")
         elif reached:
             grown = self._limit * 2 if self._slow_start else self._limit + 1
@@ -160,8 +184,7 @@ class ConcurrencyLimiter:
         self._limit = limit
         if self.limit == before:
             return
-        if self.in_use < self.limit:
-            self._room.set()
+        self._hand_on()
         self._on_change(self.limit)
         log.debug(
             "concurrency_changed",
