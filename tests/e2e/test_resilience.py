@@ -203,12 +203,12 @@ def test_adaptive_concurrency_finds_what_a_server_takes_without_429s(
     start_server: ServerFactory, fake: ModelServer, tmp_path: Path
 ) -> None:
     """With adaptive_concurrency, batchd sends no more than a server serves well, however high
-    max_concurrency is: a server that slows down past 4 requests and refuses past 8 gets every
+    max_concurrency is: a server that slows down past 4 requests and refuses past 12 gets every
     line done with hardly a 429 (a fixed cap of 64 gets hundreds)."""
     server = start_server(
         "--max-concurrency", "64", extra_env={"BATCHD_ADAPTIVE_CONCURRENCY": "true"}
     )
-    fake.set_faults(knee=4, capacity=8, retry_after=0.2, latency_ms=20)
+    fake.set_faults(knee=4, capacity=12, retry_after=0.2, latency_ms=50)
     client = server.client()
     batch = _run(client, tmp_path, 200)
     assert len(_succeeded_ids(client, batch)) == 200
