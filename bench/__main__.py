@@ -24,6 +24,7 @@ REQUESTS = {  # where --requests is not given
     "scale": 1_000_000,
     "embeddings": 4_000,
     "instructions": 3_000,
+    "adaptive": 24_000,
 }
 
 

@@ -617,6 +617,149 @@ def clients(work: Path, requests: int, store_flags: list[str]) -> list[Row]:
     ]
 
 
+ADAPTIVE_CAPS = (8, 16, 24, 32, 48, 64)
+"""The fixed caps the adaptive limit is measured against; 64 is batchd's default."""
+ADAPTIVE_KNEES = (48, 16, 32)
+"""The server's hidden capacity, phase by phase: requests it serves at full speed at once."""
+ADAPTIVE_LATENCY_MS = 50
+ADAPTIVE_QUEUE = 2
+"""It takes this many times its knee in flight (queueing, slower) and answers 429 past that."""
+ADAPTIVE_RATE = 3_000
+"""Seconds per phase: the batch's lines over this (8 s for the default 24,000 lines)."""
+
+
+@dataclass
+class Goodput:
+    lines_per_second: float
+    rejected: int
+    sent: int
+
+    @property
+    def rejected_share(self) -> float:
+        return self.rejected / max(1, self.sent)
+
+
+def adaptive(work: Path, requests: int, store_flags: list[str]) -> list[Row]:
+    """Adaptive concurrency against fixed caps, on a server whose hidden capacity changes twice
+    during the run (``ADAPTIVE_KNEES``): lines answered per second over the same fixed time, and
+    the share of requests refused with 429. The batch is larger than any run gets through."""
+    source = write_chat_batch(work / "adaptive.jsonl", requests)
+    phase = max(1.0, requests / ADAPTIVE_RATE)
+    with fake_model_server(work) as upstream:
+        fixed = {
+            cap: _goodput(
+                work, source, upstream, phase, ["--max-concurrency", str(cap), *store_flags], {}
+            )
+            for cap in ADAPTIVE_CAPS
+        }
+        adapted = _goodput(
+            work,
+            source,
+            upstream,
+            phase,
+            ["--max-concurrency", str(max(ADAPTIVE_CAPS)), *store_flags],
+            {"BATCHD_ADAPTIVE_CONCURRENCY": "true"},
+        )
+    return _adaptive_rows(fixed, adapted, phase)
+
+
+def _goodput(
+    work: Path, source: Path, upstream: str, phase: float, flags: list[str], env: dict[str, str]
+) -> Goodput:
+    """One batch for three phases of ``phase`` seconds, the server's knee moved at each."""
+    control = upstream.removesuffix("/v1")
+    with batchd(work, upstream, *flags, env=env) as server:
+        file_id = server.upload(source)
+        httpx.post(control + "/_reset").raise_for_status()
+        _set_knee(control, ADAPTIVE_KNEES[0])
+        batch_id = server.create(file_id)
+        server.wait(batch_id, until={"in_progress", "failed"}, poll=0.01)
+        started, before = time.perf_counter(), _answered(server, batch_id)
+        sent_before = httpx.get(control + "/_stats").json()
+        for index, knee in enumerate(ADAPTIVE_KNEES):
+            if index:
+                _set_knee(control, knee)
+            time.sleep(max(0.0, started + (index + 1) * phase - time.perf_counter()))
+        after, took = _answered(server, batch_id), time.perf_counter() - started
+        sent_after = httpx.get(control + "/_stats").json()
+        server.http.post(f"/batches/{batch_id}/cancel")
+    rejected = int(sent_after["responses_by_status"].get("429", 0)) - int(
+        sent_before["responses_by_status"].get("429", 0)
+    )
+    return Goodput((after - before) / took, rejected, sent_after["total"] - sent_before["total"])
+
+
+def _set_knee(control: str, knee: int) -> None:
+    faults = {
+        "latency_ms": ADAPTIVE_LATENCY_MS,
+        "knee": knee,
+        "capacity": ADAPTIVE_QUEUE * knee,
+    }
+    httpx.post(control + "/_faults", json=faults).raise_for_status()
+
+
+def _answered(server: Batchd, batch_id: str) -> int:
+    counts = server.batch(batch_id)["request_counts"]
+    assert isinstance(counts, dict), counts
+    return int(counts["completed"])
+
+
+def _adaptive_rows(fixed: dict[int, Goodput], adapted: Goodput, phase: float) -> list[Row]:
+    best_cap = max(fixed, key=lambda cap: fixed[cap].lines_per_second)
+    best, default = fixed[best_cap], fixed[max(ADAPTIVE_CAPS)]
+    ceiling = sum(ADAPTIVE_KNEES) / len(ADAPTIVE_KNEES) / (ADAPTIVE_LATENCY_MS / 1000)
+    knees = " → ".join(map(str, ADAPTIVE_KNEES))
+    rows = [
+        Row(
+            "adaptive",
+            f"fixed cap {cap}: lines/s, 429s",
+            _fmt(run.lines_per_second),
+            f"{run.rejected_share:.1%} 429s",
+            f"{run.lines_per_second / best.lines_per_second:.2f}",
+            "",
+        )
+        for cap, run in fixed.items()
+    ]
+    ratio = adapted.lines_per_second / best.lines_per_second
+    return [
+        Row(
+            "adaptive",
+            f"server: knee {knees} for {phase:.0f} s each, ceiling lines/s",
+            "",
+            _fmt(ceiling),
+            "",
+            "",
+        ),
+        *rows,
+        Row(
+            "adaptive",
+            f"adaptive lines/s vs the best fixed cap ({best_cap})",
+            _fmt(adapted.lines_per_second),
+            _fmt(best.lines_per_second),
+            f"{ratio:.2f}",
+            "≥ 0.95",
+            ratio >= 0.95,
+        ),
+        Row(
+            "adaptive",
+            f"adaptive lines/s vs the default fixed cap ({max(ADAPTIVE_CAPS)})",
+            _fmt(adapted.lines_per_second),
+            _fmt(default.lines_per_second),
+            f"{adapted.lines_per_second / default.lines_per_second:.2f}",
+            "",
+        ),
+        Row(
+            "adaptive",
+            "adaptive 429s, share of requests",
+            f"{adapted.rejected_share:.2%} ({adapted.rejected:,} of {adapted.sent:,})",
+            f"{default.rejected_share:.2%} at cap {max(ADAPTIVE_CAPS)}",
+            "",
+            "< 1%",
+            adapted.rejected_share < 0.01,
+        ),
+    ]
+
+
 SCENARIOS = {
     "fake": fake_ceiling,
     "overhead": overhead,
@@ -630,4 +773,5 @@ SCENARIOS = {
     "embeddings": embeddings,
     "answers": answers,
     "clients": clients,
+    "adaptive": adaptive,
 }

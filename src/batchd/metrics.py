@@ -54,6 +54,10 @@ REQUESTS_HELP = (
 )
 LATENCY_HELP = "Time from sending a request to an upstream until its answer (or failure)."
 IN_FLIGHT_HELP = "Requests sent to an upstream and not yet answered."
+LIMIT_HELP = (
+    "The adaptive concurrency limit of an upstream: requests it may have in flight now "
+    "(only for upstreams with adaptive_concurrency)."
+)
 RETRIES_HELP = (
     "Requests put back to be tried again, by reason: the HTTP status, or timeout, "
     "unreachable, disconnected."
@@ -121,6 +125,7 @@ class UpstreamMetrics:
         self.models: dict[str, ModelMetrics] = {}
         self.retries: dict[str, Count] = {}
         self.sending = 0
+        self.concurrency_limit: int | None = None  # set by an adaptive limiter
 
     def model(self, model: str) -> ModelMetrics:
         found = self.models.get(model)
@@ -188,6 +193,7 @@ class _Collector(Collector):
         yield _requests(upstreams)
         yield _latency(upstreams)
         yield _in_flight(upstreams)
+        yield _limits(upstreams)
         yield _retries(upstreams)
         yield from _tokens(upstreams)
 
@@ -234,6 +240,14 @@ def _in_flight(upstreams: list[UpstreamMetrics]) -> Metric:
     )
     for upstream in upstreams:
         family.add_metric([upstream.name], upstream.sending)
+    return family
+
+
+def _limits(upstreams: list[UpstreamMetrics]) -> Metric:
+    family = GaugeMetricFamily("batchd_upstream_concurrency_limit", LIMIT_HELP, labels=["upstream"])
+    for upstream in upstreams:
+        if upstream.concurrency_limit is not None:
+            family.add_metric([upstream.name], upstream.concurrency_limit)
     return family
 
 

@@ -47,6 +47,7 @@ class UpstreamSettings(BaseModel):
     models: list[str] = Field(default_factory=list)
     api_key: str | None = None
     max_concurrency: int | None = Field(default=None, ge=1)
+    adaptive_concurrency: bool | None = None
     name: str | None = None
 
     @classmethod
@@ -152,6 +153,7 @@ class Settings(BaseSettings):
     upstreams: list[UpstreamSettings] = Field(default_factory=list)
     upstream_api_key: str | None = None
     max_concurrency: int = Field(default=64, ge=1)
+    adaptive_concurrency: bool = False
     completion_windows: list[str] = Field(default_factory=lambda: ["24h"])
     api_keys: list[ApiKey] = Field(default_factory=list)
     api_keys_file: Path | None = None
@@ -239,6 +241,8 @@ class Settings(BaseSettings):
                 upstream.max_concurrency = 2 * self.local_batch_size
             if upstream.max_concurrency is None:
                 upstream.max_concurrency = self.max_concurrency
+            if upstream.adaptive_concurrency is None:
+                upstream.adaptive_concurrency = self.adaptive_concurrency and not upstream.is_local
         return self
 
     @property

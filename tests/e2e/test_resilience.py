@@ -197,3 +197,20 @@ def test_429s_from_a_server_at_capacity_are_retried_until_all_succeed(
     client = server.client()
     batch = _run(client, tmp_path, 30)
     assert len(_succeeded_ids(client, batch)) == 30
+
+
+def test_adaptive_concurrency_finds_what_a_server_takes_without_429s(
+    start_server: ServerFactory, fake: ModelServer, tmp_path: Path
+) -> None:
+    """With adaptive_concurrency, batchd sends no more than a server serves well, however high
+    max_concurrency is: a server that slows down past 4 requests and refuses past 12 gets every
+    line done with hardly a 429 (a fixed cap of 64 gets hundreds)."""
+    server = start_server(
+        "--max-concurrency", "64", extra_env={"BATCHD_ADAPTIVE_CONCURRENCY": "true"}
+    )
+    fake.set_faults(knee=4, capacity=12, retry_after=0.2, latency_ms=50)
+    client = server.client()
+    batch = _run(client, tmp_path, 200)
+    assert len(_succeeded_ids(client, batch)) == 200
+    stats = fake.stats()
+    assert stats["responses_by_status"].get("429", 0) <= 10, stats["responses_by_status"]

@@ -120,6 +120,10 @@ class FaultConfig:
 
     latency_ms: float = 0.0
     capacity: int | None = None
+    knee: int | None = None
+    """Requests served at full speed at once: past it ``latency_ms`` grows in proportion to the
+    requests in flight (``latency_ms * in_flight / knee``), as a GPU server's does once its batch
+    is full and requests queue; ``capacity`` still refuses past its own count with 429s."""
     retry_after: float = 1.0
     down: bool = False
     rules: Sequence[FaultRule] = ()
@@ -139,6 +143,14 @@ class FaultConfig:
         values = _init_fields_as_dict(self)
         values["rules"] = [rule.to_dict() for rule in self.rules]
         return values
+
+
+def loaded_latency_ms(faults: FaultConfig, in_flight: int) -> float:
+    """The latency of a request that finds ``in_flight`` requests in the server, itself
+    included: ``latency_ms``, stretched past the ``knee``."""
+    if faults.knee is None:
+        return faults.latency_ms
+    return faults.latency_ms * max(1.0, in_flight / faults.knee)
 
 
 def _as_fault_config(faults: FaultConfig | Mapping[str, Any] | None) -> FaultConfig:
@@ -848,12 +860,15 @@ class FakeModelServer:
             response = _large_response(rule.size, rule.gzip)
         else:
             response = self._answer(endpoint, body)
-        delay_ms = faults.latency_ms + (rule.latency_ms if rule is not None else 0.0)
+        delay_ms = self._base_latency_ms(faults) + (rule.latency_ms if rule is not None else 0.0)
         if delay_ms > 0:
             await asyncio.sleep(delay_ms / 1000)
         if rule is not None and rule.fault == "reset":
             _abort_connection(request)
         return response
+
+    def _base_latency_ms(self, faults: FaultConfig) -> float:
+        return loaded_latency_ms(faults, self._counters.in_flight)
 
     def _claim_rule(self, faults: FaultConfig, custom_id: str, model: object) -> FaultRule | None:
         for index, rule in enumerate(faults.rules):

@@ -29,6 +29,7 @@ from tests.fakes.model_server import (
     FaultConfig,
     FaultRule,
     embedding_vector,
+    loaded_latency_ms,
     running_model_server,
     start_model_server_process,
     stop_model_server_process,
@@ -330,6 +331,26 @@ async def test_capacity_answers_429_with_retry_after(
     assert rejected.body["error"]["type"] == "rate_limit_error"
     assert admitted.status == 200
     assert server.stats()["peak_in_flight"] == 1
+
+
+def test_past_the_knee_latency_grows_with_the_requests_in_flight() -> None:
+    """Up to ``knee`` requests in flight are served at ``latency_ms``; past it each waits in
+    proportion, as in a server whose batch is full; without a knee load changes nothing."""
+    knee = FaultConfig(latency_ms=50, knee=10)
+    assert [loaded_latency_ms(knee, n) for n in (1, 10, 15, 20)] == [50, 50, 75, 100]
+    assert loaded_latency_ms(FaultConfig(latency_ms=50), 100) == 50
+
+
+@pytest.mark.anyio
+async def test_the_knee_is_set_at_run_time_through_faults(
+    server: FakeModelServer, client: aiohttp.ClientSession
+) -> None:
+    """``POST /_faults`` takes a knee (the bench moves the server's hidden capacity with it)."""
+    config = {"latency_ms": 5, "knee": 16, "capacity": 32}
+    reply = await client.post(server.root_url + "/_faults", json=config)
+    assert reply.status == 200
+    assert server.faults.knee == 16
+    assert (await post(client, chat_url(server))).status == 200
 
 
 @pytest.mark.anyio

@@ -153,3 +153,14 @@ def test_tokens_of_one_model_on_two_upstreams_add_up() -> None:
     assert sample(got, "batchd_output_tokens_total", model="m") == 5
     assert sample(got, "batchd_upstream_requests_total", upstream="a", model="m", status="500") == 2
     assert metrics.upstream("a") is metrics.upstream("a")
+
+
+def test_the_adaptive_limit_is_a_gauge_of_the_upstreams_that_have_one() -> None:
+    """batchd_upstream_concurrency_limit shows an adaptive upstream's limit; a fixed one has
+    no series."""
+    metrics = Metrics()
+    metrics.upstream("fixed").sending = 3
+    metrics.upstream("adaptive").concurrency_limit = 12
+    samples = samples_of(generate_latest(metrics.registry))
+    assert sample(samples, "batchd_upstream_concurrency_limit", upstream="adaptive") == 12
+    assert ("batchd_upstream_concurrency_limit", (("upstream", "fixed"),)) not in samples

@@ -344,3 +344,17 @@ def test_blob_url_names_a_bucket_or_a_folder(url: str) -> None:
 def test_a_blob_url_of_another_kind_is_refused_at_start(url: str) -> None:
     with pytest.raises(ConfigurationError, match="not a blob store"):
         load_settings(blob_url=url)
+
+
+def test_adaptive_concurrency_is_global_with_an_override_per_upstream(tmp_path: Path) -> None:
+    """adaptive_concurrency applies to every HTTP upstream that sets none of its own."""
+    text = """
+adaptive_concurrency = true
+upstreams = [
+    "http://inherits:8000/v1",
+    { url = "http://fixed:8000/v1", adaptive_concurrency = false },
+]
+"""
+    inherits, fixed = load_settings(write_config(tmp_path, text)).upstreams
+    assert (inherits.adaptive_concurrency, fixed.adaptive_concurrency) == (True, False)
+    assert load_settings(upstreams=["http://u:8000/v1"]).upstreams[0].adaptive_concurrency is False

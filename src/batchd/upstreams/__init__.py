@@ -59,7 +59,7 @@ def _build(config: UpstreamSettings, default_name: str, settings: Settings) -> U
             batch_size=settings.local_batch_size,
             load_embedder=functools.partial(SentenceEmbedder.load, path, settings.local_batch_size),
         )
-    return HttpUpstream(
+    upstream = HttpUpstream(
         name=config.name or default_name,
         base_url=config.url,
         models=frozenset(config.models),
@@ -69,3 +69,5 @@ def _build(config: UpstreamSettings, default_name: str, settings: Settings) -> U
         connect_timeout=settings.connect_timeout,
         max_response_bytes=settings.max_response_bytes,
     )
+    upstream.adaptive_concurrency = bool(config.adaptive_concurrency)
+    return upstream

@@ -26,6 +26,8 @@ class Upstream(ABC):
     name: str
     models: frozenset[str]
     max_concurrency: int
+    adaptive_concurrency: bool = False
+    """Whether ``max_concurrency`` is a ceiling the worker's limiter moves under, not a cap."""
 
     @abstractmethod
     async def send(

@@ -25,6 +25,7 @@ from batchd.worker.commits import GroupCommitter
 from batchd.worker.feeder import Feeder
 from batchd.worker.health import UpstreamHealth
 from batchd.worker.jobs import ReadyJobs
+from batchd.worker.limiter import ConcurrencyLimiter
 from batchd.worker.outcomes import Outcomes
 from batchd.worker.retry import RetryPolicy
 from batchd.worker.senders import Senders
@@ -77,6 +78,7 @@ class Dispatcher:
             breaker=self.breaker,
             clock=clock,
             metrics=metrics,
+            limiter=_limiter(upstream, metrics),
         )
         self.feeder = Feeder(
             upstream=upstream,
@@ -109,6 +111,8 @@ class Dispatcher:
         on: ``wait_in_flight``."""
         self._stopping.set()
         self._ready.available.set()  # senders waiting for lines: see that it is stopping
+        if self.senders.limiter is not None:
+            self.senders.limiter.stop()  # senders waiting for a slot: likewise
         if self._feeding is not None:
             self._feeding.cancel()  # what it claims on the way out, it queues or gives back
             with contextlib.suppress(asyncio.CancelledError):
@@ -140,3 +144,14 @@ class Dispatcher:
             lines_waiting=len(self._ready) + self.senders.in_flight,
             batches=self.feeder.batches,
         )
+
+
+def _limiter(upstream: Upstream, metrics: UpstreamMetrics) -> ConcurrencyLimiter | None:
+    """The upstream's adaptive limit, shown as a gauge; None for a fixed cap."""
+    if not upstream.adaptive_concurrency:
+        return None
+
+    def show(limit: int) -> None:
+        metrics.concurrency_limit = limit
+
+    return ConcurrencyLimiter(upstream.max_concurrency, on_change=show, name=upstream.name)

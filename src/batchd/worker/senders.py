@@ -1,7 +1,9 @@
 """Sending to one upstream: a fixed pool of ``max_concurrency`` senders, each taking the next
 ready line, sending it and handing its outcome to the committer. The pool's size is the cap on
 requests in flight; a request costs no task of its own (making, registering and finishing a task,
-and a semaphore around it, cost more than the rest of what a sender does per request).
+and a semaphore around it, cost more than the rest of what a sender does per request). With
+adaptive concurrency, a sender also holds a slot of the upstream's limiter (``limiter.py``) while
+it takes and sends a line: senders beyond the limit wait.
 
 A sender holds a line from the moment it takes it until its result is handed over, whatever
 happens in between: an error batchd does not expect while sending becomes a result too.
@@ -29,6 +31,7 @@ from batchd.upstreams import Upstream
 from batchd.worker.breaker import CircuitBreaker
 from batchd.worker.commits import GroupCommitter
 from batchd.worker.jobs import Job, ReadyJobs
+from batchd.worker.limiter import ConcurrencyLimiter
 from batchd.worker.outcomes import Outcomes
 from batchd.worker.supervisor import Supervisor
 
@@ -55,8 +58,10 @@ class Senders:
         breaker: CircuitBreaker,
         clock: Clock,
         metrics: UpstreamMetrics,
+        limiter: ConcurrencyLimiter | None = None,
     ) -> None:
         self._upstream = upstream
+        self.limiter = limiter
         self._ready = ready
         self._committer = committer
         self._outcomes = outcomes
@@ -111,21 +116,41 @@ class Senders:
                 self._breaker.abandoned()  # if it was the probe: it will never report back
 
     async def _send_lines(self, me: asyncio.Task[None], stopping: asyncio.Event) -> None:
-        sending, committer = self._sending, self._committer
+        if self.limiter is not None:
+            return await self._send_lines_limited(me, stopping, self.limiter)
         while (job := await self._next_job(stopping)) is not None:
-            sending[me] = job.claim.batch_id
+            await self._send_one(me, job)
+        return None
+
+    async def _send_lines_limited(
+        self, me: asyncio.Task[None], stopping: asyncio.Event, limiter: ConcurrencyLimiter
+    ) -> None:
+        """As ``_send_lines``, each line taken and sent under a slot of the limiter."""
+        while True:
+            await limiter.acquire()
             try:
-                result = await self._send(job)
-            except Exception:
-                log.exception(
-                    "send_failed",
-                    extra={"upstream": self._upstream.name, "batch_id": job.claim.batch_id},
-                )
-                result = self._outcomes.not_sent(job.claim)
-            sending.pop(me, None)  # abandoning it may have taken it out
-            committer.add(result)
-            if committer.backlogged:
-                await committer.room()
+                job = await self._next_job(stopping)
+                if job is None:
+                    return
+                await self._send_one(me, job)
+            finally:
+                limiter.release()
+
+    async def _send_one(self, me: asyncio.Task[None], job: Job) -> None:
+        self._sending[me] = job.claim.batch_id
+        try:
+            result = await self._send(job)
+        except Exception:
+            log.exception(
+                "send_failed",
+                extra={"upstream": self._upstream.name, "batch_id": job.claim.batch_id},
+            )
+            result = self._outcomes.not_sent(job.claim)
+        self._sending.pop(me, None)  # abandoning it may have taken it out
+        committer = self._committer
+        committer.add(result)
+        if committer.backlogged:
+            await committer.room()
 
     async def _next_job(self, stopping: asyncio.Event) -> Job | None:
         ready, breaker = self._ready, self._breaker
@@ -194,13 +219,18 @@ class Senders:
         except UpstreamError as exc:
             reason = NO_ANSWER.get(type(exc), "error")
             observed.sent(reason, time.perf_counter() - started)
+            if self.limiter is not None and isinstance(exc, UpstreamTimeout):
+                self.limiter.overloaded(started)
             result = self._outcomes.unanswered(claim, exc)
             if result.state is RequestState.PENDING:
                 self._metrics.retried(reason)
             return result
         finally:
             self._metrics.sending -= 1
-        observed.sent(response.status, time.perf_counter() - started)
+        took = time.perf_counter() - started
+        observed.sent(response.status, took)
+        if self.limiter is not None:
+            self.limiter.answered(response.status, started, took)
         result = self._outcomes.answered(claim, response)
         if result.usage is not None:
             observed.used(result.usage)
