@@ -4,20 +4,17 @@ expire and survive kills as they do on one machine's disk."""
 from __future__ import annotations
 
 import asyncio
-import random
-import signal
 import time
 from pathlib import Path
 
 import pytest
 
 from batchd.blobstore import open_blobstore
-from tests.e2e.conftest import ModelServer, Server, ServerFactory, wait_for_batch
+from tests.e2e.conftest import ModelServer, ServerFactory, wait_for_batch
 from tests.e2e.lines import request_line, results, submit
+from tests.e2e.test_durability import killed_four_times_finishes_once
 
 pytestmark = [pytest.mark.postgres, pytest.mark.s3]
-
-LEASE = {"BATCHD_LEASE_SECONDS": "2"}
 
 
 @pytest.fixture
@@ -30,11 +27,6 @@ def _keys(s3_url: str) -> set[str]:
         return {blob.key async for blob in open_blobstore(s3_url).list()}
 
     return asyncio.run(listed())
-
-
-def _kill(server: Server) -> None:
-    server.process.send_signal(signal.SIGKILL)
-    server.process.wait()
 
 
 def test_a_batch_runs_with_its_bytes_in_the_bucket(
@@ -90,22 +82,4 @@ def test_kill_9_at_random_moments_loses_nothing(
 ) -> None:
     """Killed four times mid-batch, batchd finishes every line exactly once from what the store
     and the bucket kept; only requests in flight at a kill are sent again."""
-    data = tmp_path / "data"
-    flags = ["--max-concurrency", "16", *flags]
-    fake.set_faults(latency_ms=20)
-    server = start_server(*flags, data_dir=data, extra_env=LEASE)
-    batch = submit(server.client(), tmp_path, [request_line(i) for i in range(3000)])
-    rng = random.Random(1234)
-    for _ in range(4):
-        time.sleep(rng.uniform(0.2, 0.8))
-        _kill(server)
-        server = start_server(*flags, data_dir=data, extra_env=LEASE)
-    client = server.client()
-    assert client.batches.retrieve(batch.id).status == "in_progress", "the kills came mid-batch"
-    done = wait_for_batch(client, batch.id, within=120)
-    assert done.status == "completed"
-    output, errors = results(client, done)
-    assert len(output) == 3000 and errors == []
-    received = fake.stats()["received"]
-    assert len(received) == 3000
-    assert sum(received.values()) - 3000 <= 4 * 16 * 4  # in flight (16) plus uncommitted, per kill
+    killed_four_times_finishes_once(start_server, fake, tmp_path, flags)
