@@ -89,20 +89,21 @@ class Database(ABC):
     async def close(self) -> None: ...
 
     async def apply_migrations(self, conn: Connection) -> int:
-        """Apply, inside the caller's transaction, every migration newer than the recorded
-        version; the version after."""
+        """Apply, inside the caller's transaction, every migration not recorded as applied (not
+        only those past the newest: a migration merged from another line of work may be older
+        than one already applied); the newest version after."""
         await conn.execute(
             "CREATE TABLE IF NOT EXISTS schema_migrations (version INTEGER PRIMARY KEY)"
         )
-        rows = await conn.fetch("SELECT max(version) AS version FROM schema_migrations")
-        current = int(rows[0]["version"] or 0)
+        rows = await conn.fetch("SELECT version FROM schema_migrations")
+        applied = {int(row["version"]) for row in rows}
         for version, script in self.migrations():
-            if version > current:
+            if version not in applied:
                 for statement in self.statements(script):
                     await conn.execute(statement)
                 await conn.execute("INSERT INTO schema_migrations VALUES ($1)", version)
-                current = version
-        return current
+                applied.add(version)
+        return max(applied, default=0)
 
     def statements(self, script: str) -> list[str]:
         """A migration script as the statements to execute (by default, whole)."""
