@@ -127,6 +127,8 @@ class Batch:
     output_expires_after: int | None = None
     model: str | None = None
     errors: list[LineError] | None = None
+    errors_total: int = 0
+    """How many problems validation found; ``errors`` holds the first ``MAX_REPORTED_ERRORS``."""
     output_file_id: str | None = None
     error_file_id: str | None = None
     in_progress_at: int | None = None

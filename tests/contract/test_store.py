@@ -433,9 +433,28 @@ async def test_fail_validation(store: SqlStore) -> None:
     assert failed.status is BatchStatus.FAILED
     assert failed.failed_at == NOW + 3
     assert failed.errors == errors
+    assert failed.errors_total == 3
     assert (failed.total, failed.completed, failed.failed) == (0, 0, 0)
     assert await request_count(store, batch.id) == 0
     assert await lease_of(store, batch.id) == (None, None)
+
+
+async def test_fail_validation_keeps_how_many_errors_there_were(store: SqlStore) -> None:
+    """The first errors are kept with the total found; a row from before totals were kept (the
+    list alone) reads as its length."""
+    batch = await make_batch(store)
+    await store.claim_batch_to_validate("v", NOW, NOW + LEASE)
+    await store.fail_validation(batch.id, "v", [LineError("x", "y", None, 1)], NOW, total=2000)
+    assert (await fetch(store, batch.id)).errors_total == 2000
+
+    async with store.db.transaction() as conn:
+        await conn.execute(
+            "UPDATE batches SET errors = $1 WHERE id = $2",
+            '[{"code": "x", "message": "y", "param": null, "line": 1}]',
+            batch.id,
+        )
+    old = await fetch(store, batch.id)
+    assert (old.errors, old.errors_total) == ([LineError("x", "y", None, 1)], 1)
 
 
 async def test_fail_validation_of_cancelling_batch(store: SqlStore) -> None:

@@ -135,3 +135,15 @@ def test_too_many_embedding_inputs_fails(start_server: ServerFactory, tmp_path: 
     lines[0]["body"]["input"] = ["a", "b", "c", "d"]
     errors = _fail(client, tmp_path, lines, endpoint="/v1/embeddings")
     assert [code for code, _, _ in errors] == ["invalid_request"]
+
+
+def test_a_capped_error_list_says_how_many_there_were(
+    client: openai.OpenAI, tmp_path: Path
+) -> None:
+    """2,000 bad lines: the first 1,000 are listed, and ``errors.total`` (batchd's) says 2,000."""
+    lines = [request_line(i, method="GET") for i in range(2000)]
+    batch = wait_for_batch(client, submit(client, tmp_path, lines).id)
+
+    assert batch.status == "failed"
+    assert len(batch.errors.data) == 1000
+    assert batch.errors.model_extra == {"total": 2000}

@@ -605,7 +605,13 @@ def _batch_errors_schema() -> JSON:
             "line": _nullable("integer"),
         }
     )
-    return _object({"object": {"const": "list"}, "data": {"type": "array", "items": error}})
+    return _object(
+        {
+            "object": {"const": "list"},
+            "data": {"type": "array", "items": error},
+            "total": _count(),
+        }
+    )
 
 
 def _usage_schema() -> JSON:

@@ -36,7 +36,7 @@ def batch_object(batch: Batch) -> JSON:
         "object": "batch",
         "endpoint": batch.endpoint,
         "model": batch.model,
-        "errors": _errors(batch.errors),
+        "errors": _errors(batch.errors, batch.errors_total),
         "input_file_id": batch.input_file_id,
         "completion_window": batch.completion_window,
         "status": batch.status.value,
@@ -67,7 +67,9 @@ def batch_object(batch: Batch) -> JSON:
     }
 
 
-def _errors(errors: list[LineError] | None) -> JSON | None:
+def _errors(errors: list[LineError] | None, total: int) -> JSON | None:
+    """OpenAI's list of validation errors, and batchd's ``total``: how many were found, of which
+    ``data`` holds the first 1,000."""
     if errors is None:
         return None
     return {
@@ -75,6 +77,7 @@ def _errors(errors: list[LineError] | None) -> JSON | None:
         "data": [
             {"code": e.code, "message": e.message, "param": e.param, "line": e.line} for e in errors
         ],
+        "total": total,
     }
 
 

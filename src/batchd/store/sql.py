@@ -293,9 +293,15 @@ class SqlStore:
             )
 
     async def fail_validation(
-        self, batch_id: str, owner: str, errors: Sequence[LineError], now: int
+        self,
+        batch_id: str,
+        owner: str,
+        errors: Sequence[LineError],
+        now: int,
+        total: int | None = None,
     ) -> None:
-        """The input is bad: ``failed`` with every reason (``cancelled`` if cancelled meanwhile)."""
+        """The input is bad: ``failed`` with the reasons kept and how many were found in all
+        (``total``, by default as many as kept); ``cancelled`` if cancelled meanwhile."""
         async with self.db.transaction() as conn:
             await _forget_lines(conn, batch_id)
             ended = await conn.fetch(
@@ -305,7 +311,9 @@ class SqlStore:
                 "status = CASE WHEN status = 'cancelling' THEN 'cancelled' ELSE 'failed' END, "
                 "lease_owner = NULL, lease_until = NULL WHERE id = $3 AND lease_owner = $4 "
                 "RETURNING status",
-                orjson.dumps([e.__dict__ for e in errors]).decode(),
+                orjson.dumps(
+                    {"data": [e.__dict__ for e in errors], "total": total or len(errors)}
+                ).decode(),
                 now,
                 batch_id,
                 owner,
@@ -971,8 +979,19 @@ def _file(row: Row) -> StoredFile:
     )
 
 
+def _errors(stored: str | None) -> tuple[list[LineError] | None, int]:
+    """A failed batch's reasons and their total: stored as ``{"data", "total"}``, or, before
+    totals were kept, as the list alone."""
+    if not stored:
+        return None, 0
+    loaded = orjson.loads(stored)
+    listed = loaded["data"] if isinstance(loaded, dict) else loaded
+    errors = [LineError(**e) for e in listed]
+    return errors, loaded["total"] if isinstance(loaded, dict) else len(errors)
+
+
 def _batch(row: Row) -> Batch:
-    errors = orjson.loads(row["errors"]) if row["errors"] else None
+    errors, errors_total = _errors(row["errors"])
     return Batch(
         id=row["id"],
         project=row["project"],
@@ -985,7 +1004,8 @@ def _batch(row: Row) -> Batch:
         metadata=orjson.loads(row["metadata"]) if row["metadata"] else None,
         output_expires_after=row["output_expires_after"],
         model=row["model"],
-        errors=[LineError(**e) for e in errors] if errors is not None else None,
+        errors=errors,
+        errors_total=errors_total,
         output_file_id=row["output_file_id"],
         error_file_id=row["error_file_id"],
         in_progress_at=row["in_progress_at"],

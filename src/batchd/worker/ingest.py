@@ -29,7 +29,9 @@ class Ingest:
         if not outcome.error_count:
             await self._check_quota(batch, outcome)
         if outcome.error_count:
-            await self._store.fail_validation(batch.id, owner, outcome.errors, now)
+            await self._store.fail_validation(
+                batch.id, owner, outcome.errors, now, outcome.error_count
+            )
             await release_input(self._store, self._blobs, batch)
         else:
             assert outcome.model is not None  # every valid line names one
