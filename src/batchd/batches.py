@@ -42,7 +42,7 @@ def log_status(batch: Batch) -> None:
     if batch.status is BatchStatus.VALIDATING:
         fields.update(endpoint=batch.endpoint, input_file_id=batch.input_file_id)
     elif batch.errors:
-        fields["errors"] = batch.errors_total
+        fields["errors"] = batch.errors_found
     else:
         fields.update(
             model=batch.model, total=batch.total, completed=batch.completed, failed=batch.failed

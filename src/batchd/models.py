@@ -128,7 +128,8 @@ class Batch:
     model: str | None = None
     errors: list[LineError] | None = None
     errors_total: int = 0
-    """How many problems validation found; ``errors`` holds the first ``MAX_REPORTED_ERRORS``."""
+    """How many problems validation found (0: as many as ``errors``, which holds the first
+    ``MAX_REPORTED_ERRORS``); read it as ``errors_found``."""
     output_file_id: str | None = None
     error_file_id: str | None = None
     in_progress_at: int | None = None
@@ -142,6 +143,11 @@ class Batch:
     completed: int = 0
     failed: int = 0
     usage: Usage = field(default_factory=Usage)
+
+    @property
+    def errors_found(self) -> int:
+        """How many problems validation found in all."""
+        return max(self.errors_total, len(self.errors or ()))
 
 
 class ClaimedRequest(msgspec.Struct, gc=False):

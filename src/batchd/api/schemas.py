@@ -36,7 +36,7 @@ def batch_object(batch: Batch) -> JSON:
         "object": "batch",
         "endpoint": batch.endpoint,
         "model": batch.model,
-        "errors": _errors(batch.errors, batch.errors_total),
+        "errors": _errors(batch.errors, batch.errors_found),
         "input_file_id": batch.input_file_id,
         "completion_window": batch.completion_window,
         "status": batch.status.value,
