@@ -18,7 +18,6 @@ from __future__ import annotations
 import argparse
 import contextlib
 import http.client
-import os
 import select
 import socket
 import sys
@@ -31,6 +30,7 @@ from pathlib import Path
 
 from rich.console import Console
 from rich.table import Table
+from tests.support.temp_disk import temp_bytes
 
 from bench.harness import Batchd, batchd
 
@@ -148,18 +148,6 @@ def _send_body(sock: socket.socket, request: Request, sent: list[int]) -> None:
             sock.sendall(chunk)
     if request.length is None:
         sock.sendall(b"0\r\n\r\n")
-
-
-def temp_bytes(pid: int, temp_dir: Path) -> int:
-    """Bytes ``pid`` holds in ``temp_dir``: files there, and unlinked files it still has open."""
-    held = sum(path.stat().st_size for path in temp_dir.rglob("*") if path.is_file())
-    for fd in Path(f"/proc/{pid}/fd").iterdir():
-        try:
-            if os.readlink(fd).startswith(str(temp_dir)):
-                held += fd.stat().st_size
-        except OSError:
-            pass  # closed since listed
-    return held
 
 
 class TempWatch:

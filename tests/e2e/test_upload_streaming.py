@@ -5,7 +5,6 @@ may come after the file (as the Node SDK sends it)."""
 from __future__ import annotations
 
 import http.client
-import os
 import select
 import socket
 import time
@@ -20,6 +19,7 @@ import pytest
 
 from tests.e2e.conftest import Server, ServerFactory, wait_for_batch
 from tests.e2e.lines import request_line
+from tests.support.temp_disk import temp_bytes
 
 MAX_UPLOAD = 1_000_000
 MAX_BATCH_FILE = 200_000
@@ -72,19 +72,6 @@ def jsonl(size: int) -> Iterator[bytes]:
     per_chunk = max(1, CHUNK // len(line))
     for _ in range(0, size, per_chunk * len(line)):
         yield line * per_chunk
-
-
-def temp_bytes(pid: int, temp_dir: Path) -> int:
-    """Bytes the server holds in its temporary folder, counting files already unlinked but still
-    open (a spooled upload is one: it has no name in the folder)."""
-    held = sum(path.stat().st_size for path in temp_dir.rglob("*") if path.is_file())
-    for fd in Path(f"/proc/{pid}/fd").iterdir():
-        try:
-            if os.readlink(fd).startswith(str(temp_dir)):
-                held += fd.stat().st_size
-        except OSError:
-            pass  # closed since listed
-    return held
 
 
 def post_chunked(server: Server, body: Iterable[bytes], watch: Any = None) -> tuple[int, Any]:

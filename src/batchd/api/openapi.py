@@ -20,6 +20,7 @@ from batchd.api.batches import BATCH_PAGE
 from batchd.batches import MAX_METADATA_KEY, MAX_METADATA_PAIRS, MAX_METADATA_VALUE
 from batchd.files import MAX_EXPIRY, MIN_EXPIRY
 from batchd.idempotency import MAX_KEY as MAX_IDEMPOTENCY_KEY
+from batchd.lifecycle import TIMESTAMP_FIELD
 from batchd.models import (
     ENDPOINTS,
     OUTPUT_PURPOSE,
@@ -560,15 +561,7 @@ def _file_upload_schema() -> JSON:
 
 
 def _batch_schema() -> JSON:
-    timestamps = [
-        "in_progress_at",
-        "finalizing_at",
-        "completed_at",
-        "failed_at",
-        "expired_at",
-        "cancelling_at",
-        "cancelled_at",
-    ]
+    timestamps = [name for name in TIMESTAMP_FIELD.values() if name != "created_at"]
     counts = ("total", "completed", "failed")
     return _object(
         {

@@ -6,7 +6,8 @@ from collections.abc import Callable, Sequence
 from typing import Any, TypeVar
 
 from batchd.catalog import ServedModel
-from batchd.models import Batch, LineError, StoredFile, UpstreamStatus
+from batchd.models import Batch, LineError, StoredFile, UpstreamStatus, WebhookEndpoint
+from batchd.webhooks import secret_hint
 
 T = TypeVar("T")
 JSON = dict[str, Any]
@@ -99,6 +100,23 @@ def error_body(message: str, type_: str, param: str | None, code: str | None) ->
 def model_object(model: ServedModel) -> JSON:
     """OpenAI's Model object. batchd does not know when a model was made: ``created`` is 0."""
     return {"id": model.id, "object": "model", "created": 0, "owned_by": model.upstream}
+
+
+def webhook_endpoint_object(endpoint: WebhookEndpoint, *, with_secret: bool = False) -> JSON:
+    """OpenAI's WebhookEndpoint; its whole signing secret only when just made or rotated."""
+    rendered: JSON = {
+        "id": endpoint.id,
+        "object": "webhook_endpoint",
+        "created_at": endpoint.created_at,
+        "updated_at": endpoint.updated_at,
+        "name": endpoint.name,
+        "url": endpoint.url,
+        "event_types": list(endpoint.event_types),
+        "signing_secret_hint": secret_hint(endpoint.secret),
+    }
+    if with_secret:
+        rendered["signing_secret"] = endpoint.secret
+    return rendered
 
 
 def upstream_object(status: UpstreamStatus, workers: int) -> JSON:

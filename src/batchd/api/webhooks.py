@@ -9,11 +9,8 @@ from starlette.routing import Route
 
 from batchd.api.params import int_param, json_object, project_of
 from batchd.api.responses import JSONResponse
-from batchd.api.schemas import list_page
-from batchd.models import WebhookEndpoint
-from batchd.webhooks import EVENT_TYPES, Webhooks, secret_hint
-
-JSON = dict[str, object]
+from batchd.api.schemas import list_page, webhook_endpoint_object
+from batchd.webhooks import EVENT_TYPES, Webhooks
 
 
 def _webhooks(request: Request) -> Webhooks:
@@ -26,38 +23,21 @@ def _id(request: Request) -> str:
     return endpoint_id
 
 
-def endpoint_object(endpoint: WebhookEndpoint) -> JSON:
-    return {
-        "id": endpoint.id,
-        "object": "webhook_endpoint",
-        "created_at": endpoint.created_at,
-        "updated_at": endpoint.updated_at,
-        "name": endpoint.name,
-        "url": endpoint.url,
-        "event_types": list(endpoint.event_types),
-        "signing_secret_hint": secret_hint(endpoint.secret),
-    }
-
-
-def _with_secret(endpoint: WebhookEndpoint) -> JSON:
-    return {**endpoint_object(endpoint), "signing_secret": endpoint.secret}
-
-
 async def create(request: Request) -> Response:
     endpoint = await _webhooks(request).create(project_of(request), await json_object(request))
-    return JSONResponse(_with_secret(endpoint))
+    return JSONResponse(webhook_endpoint_object(endpoint, with_secret=True))
 
 
 async def retrieve(request: Request) -> Response:
     endpoint = await _webhooks(request).get(project_of(request), _id(request))
-    return JSONResponse(endpoint_object(endpoint))
+    return JSONResponse(webhook_endpoint_object(endpoint))
 
 
 async def update(request: Request) -> Response:
     endpoint = await _webhooks(request).update(
         project_of(request), _id(request), await json_object(request)
     )
-    return JSONResponse(endpoint_object(endpoint))
+    return JSONResponse(webhook_endpoint_object(endpoint))
 
 
 async def list_endpoints(request: Request) -> Response:
@@ -66,7 +46,7 @@ async def list_endpoints(request: Request) -> Response:
         limit=int_param(request, "limit", default=20, low=1, high=100),
         after=request.query_params.get("after"),
     )
-    return JSONResponse(list_page(page.items, page.has_more, endpoint_object))
+    return JSONResponse(list_page(page.items, page.has_more, webhook_endpoint_object))
 
 
 async def delete(request: Request) -> Response:
@@ -78,7 +58,7 @@ async def rotate_secret(request: Request) -> Response:
     endpoint = await _webhooks(request).rotate_secret(
         project_of(request), _id(request), await json_object(request)
     )
-    return JSONResponse(_with_secret(endpoint))
+    return JSONResponse(webhook_endpoint_object(endpoint, with_secret=True))
 
 
 async def test(request: Request) -> Response:
