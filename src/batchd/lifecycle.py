@@ -9,6 +9,7 @@ validating ─▶ in_progress ─▶ finalizing ─▶ completed
 
 from __future__ import annotations
 
+from batchd.models import TERMINAL
 from batchd.models import BatchStatus as S
 
 TRANSITIONS: dict[S, frozenset[S]] = {
@@ -39,5 +40,5 @@ unchanged, and the other terminal statuses answer 409."""
 
 DISPATCHABLE = frozenset({S.IN_PROGRESS})
 
-UNFINISHED = frozenset(S) - frozenset(s for s, targets in TRANSITIONS.items() if not targets)
+UNFINISHED = frozenset(S) - TERMINAL
 """Every status a batch may still leave: what a project's quotas count as active."""

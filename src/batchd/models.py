@@ -228,7 +228,7 @@ class ResultPart:
 class Remembered:
     """What a client's idempotency key made: the object, and a digest of the parameters."""
 
-    operation: str  # "batch" or "file"
+    operation: str  # "batch": what the key was used to create
     key: str
     fingerprint: str
     object_id: str

@@ -240,7 +240,10 @@ class Webhooks:
         event_id = ids.event_id()
         body = event_body(event_id, event_type, ids.batch_id(), now)
         try:
-            async with asyncio.timeout(self._timeout), httpx.AsyncClient() as client:
+            async with (
+                asyncio.timeout(self._timeout),
+                httpx.AsyncClient(timeout=self._timeout, follow_redirects=False) as client,
+            ):
                 return await post_event(client, endpoint, event_id, body, now)
         except (DeliveryFailed, TimeoutError) as exc:
             raise InvalidRequest(
@@ -267,7 +270,10 @@ def _name(value: object) -> str:
 def _url(value: object) -> str:
     """An absolute http:// or https:// URL. Plain http is allowed: receivers of a self-hosted
     service are often on a private network."""
-    parts = urlsplit(value) if isinstance(value, str) and storable(value, MAX_URL) else None
+    try:
+        parts = urlsplit(value) if isinstance(value, str) and storable(value, MAX_URL) else None
+    except ValueError:  # e.g. an unclosed IPv6 bracket
+        parts = None
     if parts is None or parts.scheme not in ("http", "https") or not parts.hostname:
         raise InvalidRequest(
             f"Invalid 'url': an http:// or https:// URL of at most {MAX_URL} characters.",

@@ -327,6 +327,7 @@ def test_the_endpoint_api_answers_openais_shapes(hooks_server: Server, receiver:
 
 BAD_ENDPOINTS = [
     ({"name": "n", "url": "ftp://x/", "event_types": ["batch.completed"]}, "url"),
+    ({"name": "n", "url": "http://[::1", "event_types": ["batch.completed"]}, "url"),
     (
         {"name": "n", "url": "http://127.0.0.1/", "event_types": ["response.completed"]},
         "event_types",
@@ -337,7 +338,8 @@ BAD_ENDPOINTS = [
 
 
 def test_a_bad_endpoint_is_a_400(hooks_server: Server) -> None:
-    """A URL that is not http(s), an event type batchd never sends, no types or no name."""
+    """A URL that is not http(s) or cannot be parsed, an event type batchd never sends, no
+    types or no name."""
     for body, param in BAD_ENDPOINTS:
         answer = httpx.post(f"{hooks_server.base_url}/webhook_endpoints", json=body)
         assert answer.status_code == 400

@@ -15,7 +15,7 @@ import logging
 
 import httpx
 
-from batchd.clock import Clock
+from batchd.clock import Clock, whole_seconds
 from batchd.errors import StoreError
 from batchd.metrics import Metrics
 from batchd.models import WebhookDelivery
@@ -79,8 +79,10 @@ class Deliveries:
         try:
             now = self._clock.now()
             fanned = await self._store.webhooks.fan_out(now)
-            claimed = await self._store.webhooks.claim_deliveries(
-                self._owner, room, now, now + lease
+            claimed = (
+                await self._store.webhooks.claim_deliveries(self._owner, room, now, now + lease)
+                if room > 0
+                else []
             )
         except StoreError as exc:
             log.warning("webhook_claim_failed", extra={"error": str(exc)})
@@ -105,7 +107,10 @@ class Deliveries:
     async def _deliver(self, client: httpx.AsyncClient, delivery: WebhookDelivery) -> None:
         fields = _fields(delivery)
         if delivery.type not in delivery.endpoint.event_types:  # unsubscribed since
-            await self._store.webhooks.delivered(delivery, self._owner)
+            try:
+                await self._store.webhooks.delivered(delivery, self._owner)
+            except StoreError:
+                log.exception("webhook_record_failed", extra=fields)  # the lease runs out
             return
         try:
             async with asyncio.timeout(self._timeout):
@@ -114,7 +119,7 @@ class Deliveries:
                     delivery.endpoint,
                     delivery.event_id,
                     delivery_body(delivery),
-                    int(self._clock.now()),
+                    whole_seconds(self._clock),
                 )
         except (DeliveryFailed, TimeoutError) as exc:
             status = "timeout" if isinstance(exc, TimeoutError) else "unreachable"
