@@ -10,8 +10,8 @@ from typing import Any
 from batchd import ids
 from batchd.blobstore import BlobStore
 from batchd.clock import Clock, whole_seconds
-from batchd.errors import BlobNotFound, Conflict, InvalidRequest, NotFound, unsupported_value
-from batchd.files import check_expiry
+from batchd.errors import Conflict, InvalidRequest, NotFound, unsupported_value
+from batchd.files import check_expiry, whole_content
 from batchd.idempotency import (
     IDEMPOTENCY_WINDOW,
     fingerprint_of,
@@ -177,25 +177,25 @@ class Batches:
 
     async def results_so_far(self, project: str, batch_id: str, kind: str) -> AsyncIterator[bytes]:
         """The batch's ``output`` or ``error`` lines finished so far, in line order; once it has
-        ended, its final file. A line whose result cannot be read back is left out (finalizing
-        will report it). Checked before the first byte: the batch is the caller's."""
+        ended, its final file (checked whole, like any download). A line whose result cannot be
+        read back is left out (finalizing will report it). Checked before the first byte: the
+        batch is the caller's."""
         batch = await self.get(project, batch_id)
-        return self._results_so_far(batch, kind)
+        if batch.status not in TERMINAL:
+            return self._finished_so_far(batch, kind)
+        file_id = batch.output_file_id if kind == "output" else batch.error_file_id
+        file = await self._store.get_file(batch.project, file_id) if file_id else None
+        return await whole_content(self._blobs, file) if file is not None else _nothing()
 
-    async def _results_so_far(self, batch: Batch, kind: str) -> AsyncIterator[bytes]:
-        if batch.status in TERMINAL:
-            file_id = batch.output_file_id if kind == "output" else batch.error_file_id
-            file = await self._store.get_file(batch.project, file_id) if file_id else None
-            if file is not None:
-                try:
-                    async for chunk in self._blobs.read(file.blob_key):
-                        yield chunk
-                except BlobNotFound:
-                    log.error("file_content_unavailable", extra={"file_id": file.id})
-            return
-        async for piece in in_line_order(self._store, self._blobs, batch.id, pending=False):
-            if isinstance(piece, Lines) and piece.kind == kind:
+    async def _finished_so_far(self, batch: Batch, kind: str) -> AsyncIterator[bytes]:
+        async for piece in in_line_order(self._store, self._blobs, batch.id, kind=kind):
+            if isinstance(piece, Lines):
                 yield piece.data
+
+
+async def _nothing() -> AsyncIterator[bytes]:
+    return
+    yield
 
 
 def _required_string(params: dict[str, Any], name: str) -> str:

@@ -204,19 +204,25 @@ class Files:
         lost or cut short on disk is a clean 404, not a 200 with a length and a cut
         connection."""
         file = await self.get(project, file_id)
-        try:
-            whole = await self._blobs.size(file.blob_key) == file.bytes
-        except BlobNotFound:
-            whole = False
-        if not whole:
-            log.error("file_content_unavailable", extra={"file_id": file.id})
-            raise NotFound(
-                f"The content of file {file.id} is no longer available: the file store has lost "
-                "or cut it short.",
-                code="file_content_unavailable",
-                param="id",
-            )
-        return file, self._blobs.read(file.blob_key)
+        return file, await whole_content(self._blobs, file)
+
+
+async def whole_content(blobs: BlobStore, file: StoredFile) -> AsyncIterator[bytes]:
+    """The file's bytes, once its blob is checked to be all there: a blob lost or cut short is a
+    clean 404 ``file_content_unavailable`` before the first byte is sent."""
+    try:
+        whole = await blobs.size(file.blob_key) == file.bytes
+    except BlobNotFound:
+        whole = False
+    if not whole:
+        log.error("file_content_unavailable", extra={"file_id": file.id})
+        raise NotFound(
+            f"The content of file {file.id} is no longer available: the file store has lost "
+            "or cut it short.",
+            code="file_content_unavailable",
+            param="id",
+        )
+    return blobs.read(file.blob_key)
 
 
 def upload_key(file_id: str) -> str:

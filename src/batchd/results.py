@@ -42,16 +42,18 @@ class Lost:
 
 
 async def in_line_order(
-    store: SqlStore, blobs: BlobStore, batch_id: str, *, pending: bool = True
+    store: SqlStore, blobs: BlobStore, batch_id: str, *, kind: str | None = None
 ) -> AsyncIterator[Lines | Lost]:
-    """Every line's result, in line order, adjacent lines of a part read at once. A line with no
-    result yet is a ``batch_cancelled`` line unless ``pending`` is False (then it is left out):
-    by the time a batch is finalized, only lines closed by a cancel have none."""
+    """Every line's result, in line order, adjacent lines of a part read at once; with ``kind``,
+    only the lines finished so far for that file (``output`` or ``error``), and no other part is
+    read. Without it, a line with no result yet is a ``batch_cancelled`` line: by the time a
+    batch is finalized, only lines closed by a cancel have none."""
     run: _Run | None = None
     async for row in store.finished_lines(batch_id):
+        if kind is not None and (row.state is RequestState.PENDING or PART_KIND[row.state] != kind):
+            continue
         if row.part is None:
-            if row.result is not None or pending or row.state is not RequestState.PENDING:
-                yield Lines(PART_KIND[row.state], unparted_line(row))
+            yield Lines(PART_KIND[row.state], unparted_line(row))
         elif run is not None and run.takes(row):
             run.add(row)
         else:

@@ -77,3 +77,18 @@ def test_a_batch_with_no_such_file_serves_nothing(
     done = wait_for_batch(client, submit(client, tmp_path, [request_line(1)]).id)
 
     assert so_far(server, done.id, kind) == []
+
+
+def test_a_finished_batch_whose_file_is_lost_answers_404_before_any_byte(
+    server: Server, fake: ModelServer, tmp_path: Path
+) -> None:
+    """Once a batch has ended its final file is served, checked whole first like any download:
+    lost on disk, it is a 404 ``file_content_unavailable``, not a 200 with nothing."""
+    client = server.client()
+    done = wait_for_batch(client, submit(client, tmp_path, [request_line(1)]).id)
+    (server.data_dir / "files" / "batches" / done.id / "output.jsonl").unlink()
+
+    answer = httpx.get(f"{server.base_url}/batches/{done.id}/output")
+
+    assert answer.status_code == 404
+    assert answer.json()["error"]["code"] == "file_content_unavailable"
