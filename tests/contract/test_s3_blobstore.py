@@ -19,26 +19,29 @@ from batchd.blobstore import s3 as s3_module
 pytestmark = [pytest.mark.anyio, pytest.mark.s3]
 
 
-async def test_discard_unfinished_aborts_only_uploads_begun_before(
+async def test_discard_unfinished_aborts_only_uploads_begun_a_day_before(
     s3_url: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """An upload past one part is a multipart upload until committed; left unfinished (its
-    process died), it is aborted once it began before ``before``, and committed blobs stay."""
+    process died), it is aborted once it began ``LONGEST_UPLOAD`` before ``before`` (S3 does not
+    say when its last part came: a younger one may still be going). Committed blobs, another
+    prefix's uploads and uploads of keys batchd does not write stay."""
     monkeypatch.setattr(s3_module, "PART_SIZE", 5 << 20)
     blobs = open_blobstore(s3_url)
     other = open_blobstore(s3_url + "-other")  # another prefix's uploads are not ours
-    for store in (blobs, other):
-        dead = store.writer("files/dead")
+    for store, key in ((blobs, "files/dead"), (other, "files/dead"), (blobs, "elsewhere/dead")):
+        dead = store.writer(key)
         await dead.write(bytes(11 << 20))  # two parts go up; the process dies
     kept = blobs.writer("files/kept")
     await kept.write(b"abc")
     await kept.commit()
+    a_day_on = time.time() + s3_module.LONGEST_UPLOAD + 60
 
-    assert await blobs.discard_unfinished(before=time.time() - 3600) == 0
-    assert await blobs.discard_unfinished(before=time.time() + 60) == 1
-    assert await blobs.discard_unfinished(before=time.time() + 60) == 0
+    assert await blobs.discard_unfinished(before=time.time() + 60) == 0  # may still be going
+    assert await blobs.discard_unfinished(before=a_day_on) == 1
+    assert await blobs.discard_unfinished(before=a_day_on) == 0
     assert await listed(blobs) == {"files/kept": 3}
-    assert await other.discard_unfinished(before=time.time() + 60) == 1
+    assert await other.discard_unfinished(before=a_day_on) == 1
 
 
 def test_the_url_chooses_the_store(tmp_path: Path) -> None:

@@ -70,7 +70,12 @@ async def test_discard_unfinished_removes_only_writes_left_alone(blobs: LocalBlo
     dead_temp = next(p for p in files_under(blobs.root) if p.name.startswith(".dead"))
     os.utime(dead_temp, (1_000, 1_000))
 
+    not_ours = blobs.root / "files" / ".nfs0001"
+    not_ours.write_bytes(b"x")
+    os.utime(not_ours, (1_000, 1_000))
+
     assert await blobs.discard_unfinished(before=2_000) == 1
+    assert not_ours.exists()  # hidden, old, but not a name batchd writes under
 
     assert not dead_temp.exists()
     await live.commit()

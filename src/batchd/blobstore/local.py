@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import itertools
 import os
+import re
 import secrets
 from collections.abc import AsyncIterator, Iterator, Sequence
 from pathlib import Path
@@ -144,14 +145,15 @@ class LocalBlobStore(BlobStore):
 
     async def discard_unfinished(self, before: float) -> int:
         """A write in progress lives in a hidden file beside its blob (as does the readiness
-        check's probe): those not written to since ``before`` were left by a dead process."""
+        check's probe): those not written to since ``before`` were left by a dead process. Other
+        hidden files (``.nfs…``, an operator's) are not batchd's and stay."""
         return await asyncio.to_thread(self._discard_unfinished_sync, before)
 
     def _discard_unfinished_sync(self, before: float) -> int:
         stale = [
             blob.key
             for blob in _files(self.root)
-            if _is_hidden(blob.key) and blob.modified < before
+            if _UNFINISHED.fullmatch(blob.key.rpartition("/")[2]) and blob.modified < before
         ]
         for key in stale:
             self._path(key).unlink(missing_ok=True)
@@ -191,6 +193,10 @@ def _files(root: Path) -> Iterator[BlobInfo]:
         except FileNotFoundError:  # deleted while the walk went on
             continue
         yield BlobInfo(Path(entry.path).relative_to(root).as_posix(), stat.st_size, stat.st_mtime)
+
+
+_UNFINISHED = re.compile(r"\..+\.[0-9a-f]{8}\.part|\.probe-[0-9a-f]{8}")
+"""The names ``LocalBlobWriter`` and ``check`` write under."""
 
 
 def _is_hidden(key: str) -> bool:

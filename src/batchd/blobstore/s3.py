@@ -39,8 +39,11 @@ PART_SIZE = 8 << 20
 """Bytes of an upload held in memory before they go up as one part of its multipart upload."""
 PARTS_IN_FLIGHT = 2
 LIST_PAGE = 1000
+LONGEST_UPLOAD = 23 * 3600
+"""Seconds past the orphans' grace that an unfinished multipart upload may still be going: with
+the grace, a day from its start, as a bucket's usual AbortIncompleteMultipartUpload rule."""
 KNOWN_PARTS = 8192
-"""Blobs grown by this process whose segments it remembers (a worker's open parts are fewer)."""
+"""Blobs grown by this process whose end it remembers (a worker's open parts are fewer)."""
 _SEGMENTS = ".segments"
 _SEGMENT = re.compile(r"(?P<key>.+)\.segments/(?P<offset>\d{20})")
 
@@ -90,7 +93,9 @@ class S3BlobStore(BlobStore):
         # http endpoints are allowed: the operator's AWS_ENDPOINT_URL names the scheme it wants
         self._store = S3Store(bucket, prefix=prefix or None, client_options={"allow_http": True})
         self._uploads = Uploads(bucket, prefix)
-        self._grown: OrderedDict[str, list[_Segment]] = OrderedDict()
+        self._ends: OrderedDict[str, int] = OrderedDict()
+        """Where each part this process grows ends: one LIST for a part's first write, none
+        after (the spool appends, so a write at the end needs to know nothing more)."""
 
     def writer(self, key: str) -> BlobWriter:
         return S3BlobWriter(self._store, check_key(key))
@@ -169,49 +174,62 @@ class S3BlobStore(BlobStore):
         by_key: dict[str, list[tuple[int, bytes]]] = {}
         for key, offset, data in writes:
             by_key.setdefault(check_key(key), []).append((offset, data))
-        await asyncio.gather(*(self._grow(key, key_writes) for key, key_writes in by_key.items()))
+        # Every write is finished, or failed, before this returns (as on a local disk): a failed
+        # one does not leave the others going on behind the caller's back.
+        done = await asyncio.gather(
+            *(self._grow(key, key_writes) for key, key_writes in by_key.items()),
+            return_exceptions=True,
+        )
+        for outcome in done:
+            if isinstance(outcome, BaseException):
+                raise outcome
 
     async def _grow(self, key: str, writes: list[tuple[int, bytes]]) -> None:
         """One blob's writes, in order: each a new segment, once those it cuts off are gone (a
         crash between the two leaves the blob shorter, never with stale bytes after new ones)."""
         try:
-            segments = await self._known_segments(key)
+            end = await self._known_end(key)
             for offset, data in writes:
-                segments = await self._write_segment(key, segments, offset, data)
+                end = await self._write_segment(key, end, offset, data)
         except BaseException:
-            self._grown.pop(key, None)
+            self._ends.pop(key, None)
             raise
-        self._grown[key] = segments
-        self._grown.move_to_end(key)
-        while len(self._grown) > KNOWN_PARTS:
-            self._grown.popitem(last=False)
+        self._ends[key] = end
+        self._ends.move_to_end(key)
+        while len(self._ends) > KNOWN_PARTS:
+            self._ends.popitem(last=False)
 
-    async def _known_segments(self, key: str) -> list[_Segment]:
-        if key in self._grown:
-            return self._grown[key]
+    async def _known_end(self, key: str) -> int:
+        if key in self._ends:
+            return self._ends[key]
         try:
             with _translated(key):
-                return await self._segments(key)
+                return list(_spans(await self._segments(key)))[-1][1]
         except BlobNotFound:
-            return []
+            return 0
 
-    async def _write_segment(
-        self, key: str, segments: list[_Segment], offset: int, data: bytes
-    ) -> list[_Segment]:
-        end = list(_spans(segments))[-1][1] if segments else 0
+    async def _write_segment(self, key: str, end: int, offset: int, data: bytes) -> int:
+        """Write ``data`` at ``offset`` as a segment; where the blob ends after."""
         if end < offset:
             raise OSError(f"{key} holds {end} bytes, fewer than the {offset} written")
-        kept = [segment for segment in segments if segment.offset < offset]
-        cut = [_segment_path(key, s.offset) for s in segments if s.offset > offset]
         with _translated(key):
-            if cut:
-                await obstore.delete_async(self._store, cut)
+            if offset < end:  # a write back over written bytes: what lay past it goes first
+                await self._cut_after(key, offset)
             await obstore.put_async(self._store, _segment_path(key, offset), data)
-        return [*kept, _Segment(offset, len(data), 0.0)]
+        return offset + len(data)
+
+    async def _cut_after(self, key: str, offset: int) -> None:
+        try:
+            segments = await self._segments(key)
+        except BlobNotFound:
+            return
+        cut = [_segment_path(key, s.offset) for s in segments if s.offset > offset]
+        if cut:
+            await obstore.delete_async(self._store, cut)
 
     async def delete(self, key: str) -> None:
         check_key(key)
-        self._grown.pop(key, None)
+        self._ends.pop(key, None)
         with _translated(key):
             paths = [key]
             async for page in obstore.list(
@@ -241,8 +259,10 @@ class S3BlobStore(BlobStore):
             yield _grown_info(*grown)
 
     async def discard_unfinished(self, before: float) -> int:
-        """Abort the multipart uploads begun before ``before`` and never completed."""
-        return await self._uploads.abort_older_than(before)
+        """Abort batchd's multipart uploads never completed. S3 tells when an upload began, not
+        when its last part came: one is left alone until ``LONGEST_UPLOAD`` past ``before``, so
+        that a long upload or finalize still going is never cut off."""
+        return await self._uploads.abort_older_than(before - LONGEST_UPLOAD)
 
     async def check(self) -> None:
         key = f".probe-{secrets.token_hex(4)}"

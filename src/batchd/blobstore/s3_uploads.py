@@ -54,13 +54,18 @@ class Upload:
     initiated: float
 
 
+BATCHD_KEYS = ("files/", "batches/")
+"""Where batchd writes under its prefix (``files.upload_key``, result parts and files)."""
+
+
 class Uploads:
     def __init__(self, bucket: str, prefix: str) -> None:
         self._bucket = bucket
         self._prefix = f"{prefix.strip('/')}/" if prefix.strip("/") else ""
 
     async def abort_older_than(self, before: float) -> int:
-        """Abort every unfinished upload under the prefix begun before ``before``; how many."""
+        """Abort every unfinished upload of batchd's under the prefix begun before ``before``
+        (uploads of other keys in the bucket are not batchd's to end); how many."""
         credentials = Credentials.from_env()
         if not credentials.access_key:
             log.warning("unfinished_uploads_left: no AWS_ACCESS_KEY_ID to sign their listing with")
@@ -70,7 +75,9 @@ class Uploads:
             async with httpx.AsyncClient(timeout=60) as client:
                 signer = _Signer(credentials, client)
                 async for upload in self._unfinished(signer):
-                    if upload.initiated < before:
+                    if upload.initiated < before and upload.key.removeprefix(
+                        self._prefix
+                    ).startswith(BATCHD_KEYS):
                         await signer.send(
                             "DELETE", f"/{self._bucket}/{upload.key}", uploadId=upload.upload_id
                         )
