@@ -34,10 +34,11 @@ def window(limiter: ConcurrencyLimiter, clock: FakeClock, latency: float = FAST)
     """One round trip at the limit: every slot taken, then as many answers as the limit, each
     sent now and answered after ``latency``."""
     while limiter.try_acquire():
-        pass
+        limiter.sent()
     started = clock.time
     clock.time += latency
     for _ in range(limiter.limit):
+        limiter.done()
         limiter.answered(200, started, latency)
         limiter.release()
 
@@ -72,10 +73,25 @@ def test_a_limit_the_senders_do_not_reach_does_not_grow(clock: FakeClock) -> Non
     limiter = make_limiter(clock)
     for _ in range(3):
         limiter.try_acquire()
+        limiter.sent()
+        limiter.done()
         limiter.answered(200, clock.time, FAST)
         limiter.release()
         for _ in range(limiter.limit - 1):
             limiter.answered(200, clock.time, FAST)
+    assert limiter.limit == INITIAL_LIMIT
+
+
+def test_senders_holding_slots_while_waiting_for_lines_do_not_grow_it(clock: FakeClock) -> None:
+    """Every slot held by a sender, but few requests out (the senders wait for lines): the
+    limit was not used, and fast answers do not raise it."""
+    limiter = make_limiter(clock)
+    while limiter.try_acquire():
+        pass
+    for _ in range(3 * INITIAL_LIMIT):
+        limiter.sent()
+        limiter.done()
+        limiter.answered(200, clock.time, FAST)
     assert limiter.limit == INITIAL_LIMIT
 
 

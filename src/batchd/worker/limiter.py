@@ -59,8 +59,10 @@ OVERLOAD_STATUSES = frozenset({429, 503, 504})
 
 class ConcurrencyLimiter:
     """The limit and the senders holding a slot under it. ``acquire`` waits while the slots in
-    use reach the limit; ``release`` gives one back; ``answered`` and ``timed_out`` feed the
-    policy. ``clock`` is the one the senders time requests with (``started``)."""
+    use reach the limit; ``release`` gives one back; ``sent``/``done`` count the requests out
+    (a sender holds its slot while it waits for a line, too: only requests out say the limit
+    was used); ``answered`` and ``overloaded`` feed the policy. ``clock`` is the one the
+    senders time requests with (``started``)."""
 
     def __init__(
         self,
@@ -72,6 +74,7 @@ class ConcurrencyLimiter:
     ) -> None:
         self.ceiling = ceiling
         self.in_use = 0
+        self.in_flight = 0
         self._limit = float(min(ceiling, INITIAL_LIMIT))
         self._clock = clock
         self._on_change = on_change
@@ -83,7 +86,7 @@ class ConcurrencyLimiter:
         self._stopped = False
         self._count = 0  # the current window's successful answers and their latencies' sum
         self._sum = 0.0
-        self._reached = False  # whether every slot was taken during it
+        self._reached = False  # whether as many requests as the limit were out during it
         self._new_window()
         on_change(self.limit)
 
@@ -96,11 +99,8 @@ class ConcurrencyLimiter:
     def try_acquire(self) -> bool:
         """Take a slot if one is free under the limit."""
         if self.in_use >= self.limit and not self._stopped:
-            self._reached = True
             return False
         self.in_use += 1
-        if self.in_use >= self.limit:
-            self._reached = True
         return True
 
     async def acquire(self) -> None:
@@ -108,7 +108,6 @@ class ConcurrencyLimiter:
         freed is handed to the first sender waiting, and wakes only that one."""
         if not self._waiters and self.try_acquire():
             return
-        self._reached = True
         waiter = asyncio.get_running_loop().create_future()
         self._waiters.append(waiter)
         try:
@@ -119,6 +118,16 @@ class ConcurrencyLimiter:
             else:
                 self._waiters.remove(waiter)
             raise
+
+    def sent(self) -> None:
+        """A request went out under a slot."""
+        self.in_flight += 1
+        if self.in_flight >= self.limit:
+            self._reached = True
+
+    def done(self) -> None:
+        """A request's answer (or its failure) came."""
+        self.in_flight -= 1
 
     def release(self) -> None:
         self.in_use -= 1
@@ -194,4 +203,4 @@ class ConcurrencyLimiter:
     def _new_window(self) -> None:
         self._count = 0
         self._sum = 0.0
-        self._reached = self.in_use >= self.limit
+        self._reached = self.in_flight >= self.limit

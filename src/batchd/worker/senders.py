@@ -213,6 +213,8 @@ class Senders:
             headers["x-batchd-custom-id"] = custom_id
         observed = job.observed
         self._metrics.sending += 1
+        if self.limiter is not None:
+            self.limiter.sent()
         started = time.perf_counter()
         try:
             response = await self._upstream.send(job.endpoint, job.body, headers)
@@ -227,6 +229,8 @@ class Senders:
             return result
         finally:
             self._metrics.sending -= 1
+            if self.limiter is not None:
+                self.limiter.done()
         took = time.perf_counter() - started
         observed.sent(response.status, took)
         if self.limiter is not None:
