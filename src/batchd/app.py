@@ -45,7 +45,7 @@ def create_app(
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
         store = await open_store(settings.resolved_database_url)
-        blobs = open_blobstore(settings.blob_url or settings.blob_dir)
+        blobs = open_blobstore(settings.resolved_blob_url)
         await blobs.check()
         router = build_upstreams(settings)
         await router.open()

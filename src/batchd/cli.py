@@ -131,9 +131,10 @@ def serve(
     if settings.open_to_anyone and not asyncio.run(_stored_keys(settings)):
         raise click.UsageError(
             f"No API key is configured or stored and --host {settings.host} is not a loopback "
-            "address: anyone who reaches it could use the API. Give --api-key or "
-            "--api-keys-file (or BATCHD_API_KEYS), make one with `batchd keys create`, or give "
-            "--insecure-no-auth if that is what you want."
+            "address: an API other machines can reach needs keys (without any, it would refuse "
+            "every caller). Give --api-key or --api-keys-file (or BATCHD_API_KEYS), make one "
+            "with `batchd keys create`, or give --insecure-no-auth to serve it to anyone who "
+            "reaches it."
         )
     configure_logging(settings.log_level, settings.log_format)
     server: uvicorn.Server | None = None
@@ -192,7 +193,7 @@ async def _run_worker(settings: Settings) -> bool:
     from batchd.worker import Worker
 
     store = await open_store(settings.resolved_database_url)
-    blobs = open_blobstore(settings.blob_url or settings.blob_dir)
+    blobs = open_blobstore(settings.resolved_blob_url)
     await blobs.check()
     router = build_upstreams(settings)
     await router.open()

@@ -270,6 +270,11 @@ class Settings(BaseSettings):
     def blob_dir(self) -> Path:
         return self.data_dir / "files"
 
+    @property
+    def resolved_blob_url(self) -> str | Path:
+        """Where blobs live: ``blob_url``, or the data folder's ``files/``."""
+        return self.blob_url or self.blob_dir
+
     def window_seconds(self, window: str) -> int | None:
         """Seconds in an offered completion window, or None when it is not offered."""
         return parse_duration(window) if window in self.completion_windows else None

@@ -10,7 +10,7 @@ from starlette.responses import Response, StreamingResponse
 from starlette.routing import Route
 
 from batchd.api.multipart import FilePart, FormField, read_form
-from batchd.api.params import choice_param, int_param, project_of
+from batchd.api.params import choice_param, decimal, int_param, project_of
 from batchd.api.responses import JSONResponse
 from batchd.api.schemas import deleted_file, file_object, list_page
 from batchd.errors import InvalidRequest
@@ -109,14 +109,14 @@ def _expires_after(anchor: object, seconds: object) -> int | None:
             code="invalid_value",
             param="expires_after[anchor]",
         )
-    try:
-        return int(str(seconds))
-    except ValueError:
+    value = decimal(seconds) if isinstance(seconds, str) else None
+    if value is None:
         raise InvalidRequest(
             "Invalid 'expires_after[seconds]': must be an integer.",
             code="invalid_type",
             param="expires_after[seconds]",
-        ) from None
+        )
+    return value
 
 
 async def list_files(request: Request) -> Response:

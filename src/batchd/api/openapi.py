@@ -200,7 +200,6 @@ def _files_paths() -> JSON:
                     links=_links("file_id", "retrieveFile", "deleteFile", "downloadFile"),
                 ),
                 400,
-                413,
                 requestBody={
                     "required": True,
                     "content": {"multipart/form-data": {"schema": _ref("FileUpload")}},

@@ -28,11 +28,17 @@ def project_of(request: Request) -> str:
     return project
 
 
+def decimal(text: str) -> int | None:
+    """The integer ``text`` spells in plain decimal digits, or None."""
+    return int(text) if _DECIMAL.fullmatch(text) else None
+
+
 def int_param(request: Request, name: str, *, default: int, low: int, high: int) -> int:
     text = request.query_params.get(name)
     if text is None:
         return default
-    value = int(text) if _DECIMAL.fullmatch(text) else low - 1
+    value = decimal(text)
+    value = low - 1 if value is None else value
     if not low <= value <= high:
         raise InvalidRequest(
             f"Invalid '{name}': must be an integer from {low} to {high}.",
